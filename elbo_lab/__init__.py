@@ -1,0 +1,8 @@
+"""ELBO Lab: the mathematics of diffusion models, derived (SymPy), implemented (PyTorch) and cross-checked.
+
+Layers (imports point down): ``symbolic`` (SymPy derivations) → numeric core (``gaussian``, ``schedule``,
+``diffusion``, ``bound``, ``vae``) → models, data, training → oracles → checks → experiments, report, CLI.
+Units: nats inside; bits/dim = nats / (D · ln 2).
+"""
+
+__version__ = "0.1.0"

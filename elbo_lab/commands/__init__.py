@@ -1,0 +1,1 @@
+"""Subcommands of the ``elbo-lab`` CLI (see :mod:`elbo_lab.cli`)."""
