@@ -1,0 +1,110 @@
+"""MkDocs hook: generate each derivation's steps from SymPy at build time (never retyped), embed figures and
+check results, and fail the (strict) build when a derivation no longer checks or a figure is missing.
+
+Directives in the Markdown pages (each on its own line):
+
+- ``{{ derivation NAME }}``  -> the derivation's steps as LaTeX with ✓ per step (build fails on a ✗).
+- ``{{ figure NAME caption }}`` -> ``docs/figures/NAME.png`` (build fails when the file is missing).
+- ``{{ checks PREFIX }}``    -> the rows of ``docs/results/checks.json`` (written by ``elbo-lab verify --json``)
+  whose claim id starts with PREFIX, with their latest observed value and pass/fail.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parent
+_DIRECTIVE = re.compile(r"^\{\{\s*(derivation|figure|checks)\s+(\S+)(?:\s+(.*?))?\s*\}\}\s*$", re.M)
+
+
+class DocsBuildError(Exception):
+    pass
+
+
+def _derivation(name: str) -> str:
+    from elbo_lab.symbolic import get
+
+    report = get(name).verify()
+    if not report.ok:
+        bad = [s.step.statement for s in report.steps if not s.checked]
+        raise DocsBuildError(f"derivation {name!r} no longer checks: {bad}")
+    d = report.derivation
+    script = {
+        "E1": "01_vae_elbo.py",
+        "E2": "01_vae_elbo.py",
+        "E3": "01_vae_elbo.py",
+        "E4": "01_vae_elbo.py",
+        "E5": "02_forward_diffusion.py",
+        "E6": "03_reverse_process.py",
+        "E7": "04_diffusion_elbo.py",
+        "E8": "04_diffusion_elbo.py",
+        "E9": "05_simplified_objective.py",
+        "E10": "05_simplified_objective.py",
+        "E11": "06_sampling.py",
+        "E12": "07_continuous_time.py",
+    }.get(d.equation, "")
+    out = [
+        f'??? success "{d.equation} · {d.title} — {len(report.steps)} steps, all ✓ ({report.seconds:.2f} s)"',
+        "",
+        f"    Generated from `elbo_lab/symbolic/{name}.py` at build time; run it with "
+        f"`elbo-lab derive {name}` or `python derivations/{script}`.",
+        "",
+    ]
+    for i, s in enumerate(report.steps, 1):
+        out.append(f"    **{i}. {s.step.statement}** ✓  ")
+        out.append(f"    *{s.step.justification}* — proof: {s.step.check.description}")
+        out.append("")
+        out.append("    $$")
+        out.append("    " + s.step.latex().replace("\n", " "))
+        out.append("    $$")
+        out.append("")
+    if d.results:
+        out.append(
+            "    Exported results (lambdified for the numeric tests): "
+            + ", ".join(f"`{r.name}({', '.join(r.arg_names)})`" for r in d.results.values())
+        )
+        out.append("")
+    return "\n".join(out)
+
+
+def _figure(name: str, caption: str | None, page_src: str) -> str:
+    path = DOCS / "figures" / f"{name}.png"
+    if not path.exists():
+        raise DocsBuildError(f"figure {path.relative_to(DOCS.parent)} is missing (regenerate with experiments/)")
+    depth = page_src.count("/")
+    rel = "../" * depth + f"figures/{name}.png"
+    return f"![{caption or name}]({rel})\n\n*{caption or ''}*"
+
+
+def _checks(prefix: str) -> str:
+    path = DOCS / "results" / "checks.json"
+    if not path.exists():
+        raise DocsBuildError(f"{path} is missing (run `elbo-lab verify --json {path}`)")
+    data = json.loads(path.read_text())
+    rows = [c for c in data["claims"] if c["id"].startswith(prefix)]
+    if not rows:
+        raise DocsBuildError(f"no check with id prefix {prefix!r} in {path}")
+    out = [
+        f"Latest results (`elbo-lab verify`, commit `{data.get('git_commit', '?')[:10]}`):",
+        "",
+        "| check | expected | observed | tolerance | |",
+        "|---|---|---|---|---|",
+    ]
+    for c in rows:
+        mark = "✓" if c["passed"] else "✗"
+        out.append(f"| `{c['id']}` {c['statement']} | {c['expected']} | {c['observed']} | {c['tolerance']} | {mark} |")
+    return "\n".join(out)
+
+
+def on_page_markdown(markdown: str, page, config, files) -> str:
+    def repl(m: re.Match) -> str:
+        kind, arg, rest = m.group(1), m.group(2), m.group(3)
+        if kind == "derivation":
+            return _derivation(arg)
+        if kind == "figure":
+            return _figure(arg, rest, page.file.src_uri)
+        return _checks(arg)
+
+    return _DIRECTIVE.sub(repl, markdown)
