@@ -20,6 +20,7 @@ import pytest
 import torch
 from scipy import stats
 
+from elbo_lab.bound import variational_bound
 from elbo_lab.diffusion import eps_weight as engine_eps_weight
 from elbo_lab.diffusion import q_sample, reverse_mean, reverse_variance
 from elbo_lab.oracles import GaussianData, GaussianMixture, GaussianMixture2D, format_gap_table, gap_vs_T
@@ -32,11 +33,9 @@ VARIANCES = ("posterior", "beta")
 
 def make_gaussian(D: int = 2, seed: int = 0) -> GaussianData:
     """A non-diagonal Gaussian with eigenvalues in [0.05, 0.5] and a mean inside [−0.5, 0.5]^D."""
-    g = torch.Generator().manual_seed(seed)
-    Q, _ = torch.linalg.qr(torch.randn(D, D, dtype=F64, generator=g))
-    lam = torch.linspace(0.05, 0.5, D, dtype=F64)
-    m = torch.rand(D, dtype=F64, generator=g) - 0.5
-    return GaussianData(m, (Q * lam) @ Q.T)
+    data = GaussianData.random(D, seed=seed, eig_range=(0.05, 0.5))
+    assert torch.allclose(data.eigvals, torch.linspace(0.05, 0.5, D, dtype=F64), rtol=1e-12)
+    return data
 
 
 def make_mixture() -> GaussianMixture2D:
@@ -259,7 +258,7 @@ def test_gap_shrinks_with_T():
     Asserted: gaps are ≥ 0 and bound − H ≥ bound − E[−log p_θ] (theorems) for both variances; the gaps strictly
     decrease with T for σ_t² = β_t.  Not asserted for σ_t² = β̃_t: there the first steps' reverse variance
     β̃_t = β_t(1 − ᾱ_{t−1})/(1 − ᾱ_t) stays below the true one (≈ β_t while 1 − ᾱ_t ≪ λ) at any T, so the gap
-    levels off instead of vanishing (and is not monotone for the cosine schedule) -- shown in the table.
+    levels off at ≈ 0.442 nats/dim instead of vanishing (next test) and is not monotone for the cosine schedule.
     """
     data = make_gaussian(D=2)
     Ts = (10, 100, 1000, 10000)
@@ -275,6 +274,108 @@ def test_gap_shrinks_with_T():
                 assert all(a > b for a, b in zip(gm, gm[1:])), f"{make.__name__}: gap vs p_θ not decreasing: {gm}"
                 assert all(a > b for a, b in zip(ge, ge[1:])), f"{make.__name__}: gap vs H not decreasing: {ge}"
     print("\n" + format_gap_table(tables))
+
+
+def test_standard_normal_data_beta_variance_is_exact():
+    """Data N(0, I): x_t ~ N(0, I) at every t, the MMSE model's step N(√α_t x_t, β_t) is the exact reverse of the
+    stationary chain, so with σ_t² = β_t the bound is tight at any T: bound = −log p_θ(x_0) = −log N(x_0; 0, I)."""
+    data = GaussianData(torch.zeros(3, dtype=F64), torch.eye(3, dtype=F64))
+    betas = torch.rand(7, dtype=F64, generator=torch.Generator().manual_seed(15)) * 0.5 + 0.01
+    sch = NoiseSchedule.from_betas(betas)
+    assert math.isclose(float(data.expected_bound(sch, "beta").total), data.entropy(), rel_tol=1e-12)
+    x0 = torch.randn(5, 3, dtype=F64, generator=torch.Generator().manual_seed(16))
+    torch.testing.assert_close(data.pointwise_bound(sch, "beta", x0).total, -data.log_prob(x0), rtol=1e-12, atol=0)
+    torch.testing.assert_close(data.model_log_marginal(sch, "beta", x0), data.log_prob(x0), rtol=1e-12, atol=0)
+
+
+def test_posterior_variance_gap_tends_to_euler_gamma_constant():
+    """With σ_t² = β̃_t the gap does not vanish as T → ∞.  While 1 − ᾱ_t ≈ tδ ≪ λ, step t ≥ 2 costs
+    1/(2(t−1)) nats/dim with σ² = β̃_t and ½ log(t/(t−1)) with σ² = β_t; the sum of the differences is
+    ½ Σ_n (1/n − log(1 + 1/n)) = γ/2 (Euler's constant); the clipped decoder variance β̃_2 ≈ β_1/2 adds
+    ½(1 − ln 2).  So bound(β̃) − bound(β) → D(γ + 1 − ln 2)/2 ≈ 0.442 D nats as δ = β_1 → 0 (cosine: δ ∝ 1/T)."""
+    errors = _posterior_minus_beta_errors((100, 1000, 10000))
+    assert errors[0] > errors[1] > errors[2], errors
+    assert errors[2] < 0.05 * EULER_GAP, errors
+
+
+@pytest.mark.slow
+def test_posterior_variance_gap_limit_large_T():
+    errors = _posterior_minus_beta_errors((10000, 100000, 1000000))
+    assert errors[0] > errors[1] > errors[2], errors
+    assert errors[2] < 0.001 * EULER_GAP, errors
+
+
+EULER_GAP = 0.5 * (0.5772156649015329 + 1 - math.log(2))  # nats/dim, (γ + 1 − ln 2)/2
+
+
+def _posterior_minus_beta_errors(Ts) -> list[float]:
+    """|bound(β̃) − bound(β) − (γ + 1 − ln 2)/2| for N(0, 1) data under cosine(T), nats."""
+    data = GaussianData(torch.zeros(1, dtype=F64), torch.eye(1, dtype=F64))
+    errors = []
+    for T in Ts:
+        sch = NoiseSchedule.cosine(T)
+        diff = data.expected_bound(sch, "posterior").total - data.expected_bound(sch, "beta").total
+        errors.append(abs(float(diff) - EULER_GAP))
+    return errors
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The engine's estimators vs. the closed forms
+# --------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variance", VARIANCES)
+def test_engine_full_estimator_matches_closed_form(variance):
+    """variational_bound(estimator="full", decoder="gaussian") on x_0 ~ data: its mean = expected_bound, and each
+    image's value - the closed-form pointwise bound has mean zero (both within 4 stderr); every term too."""
+    data, sch = make_gaussian(D=3), NoiseSchedule.cosine(50)
+    N = 1000
+    x0 = data.sample(N, torch.Generator().manual_seed(10))
+    r = variational_bound(data.optimal_eps(sch), sch, x0, decoder="gaussian", variance=variance, generator=11)
+    exp = data.expected_bound(sch, variance)
+    assert abs(r.mean() - float(exp.total)) < 4 * r.mean_stderr()
+    se_terms = r.terms.std(0) / math.sqrt(N)
+    assert ((r.terms.mean(0) - exp.terms).abs() < 4 * se_terms).all()
+    pb = data.pointwise_bound(sch, variance, x0)
+    torch.testing.assert_close(r.prior, pb.prior, rtol=1e-12, atol=1e-14)  # L_T has no noise: exact per image
+    diff = r.total - pb.total
+    assert diff.mean().abs() < 4 * diff.std() / math.sqrt(N)
+
+
+@pytest.mark.parametrize("variance", VARIANCES)
+def test_engine_full_estimator_per_image(variance):
+    """Fixed images (one 4σ out), each repeated R times: the mean of the engine's ``full`` values, total and
+    per term, equals the closed-form pointwise bound within 4 stderr; the bound stays above −log p_θ(x_0)."""
+    data, sch = make_gaussian(D=2, seed=1), NoiseSchedule.linear(40, 1e-3, 0.3)
+    x0 = torch.stack([data.mean, data.mean + 0.3, data.mean + 4 * data.cov.diagonal().sqrt()])
+    R = 600
+    r = variational_bound(
+        data.optimal_eps(sch), sch, x0.repeat_interleave(R, 0), decoder="gaussian", variance=variance, generator=12
+    )
+    pb = data.pointwise_bound(sch, variance, x0)
+    tot, terms = r.total.reshape(3, R), r.terms.reshape(3, R, sch.T)
+    assert ((tot.mean(1) - pb.total).abs() < 4 * tot.std(1) / math.sqrt(R)).all()
+    se = terms.std(1) / math.sqrt(R)
+    assert ((terms.mean(1) - pb.terms).abs() < 4 * se).all()
+    assert (pb.total >= -data.model_log_marginal(sch, variance, x0)).all()
+
+
+@pytest.mark.parametrize("estimator", ["uniform", "stratified", "importance"])
+def test_engine_sampled_estimators_unbiased_against_closed_form(estimator):
+    """Sampled estimators vs. the exact per-image expectation: mean of (estimate − closed form) over images is
+    zero within 4 of its standard error computed from the estimator's own reported stderr (honest error bars)."""
+    data, sch = make_gaussian(D=2, seed=2), NoiseSchedule.cosine(100)
+    N = 300
+    x0 = data.sample(N, torch.Generator().manual_seed(13))
+    r = variational_bound(
+        data.optimal_eps(sch), sch, x0, estimator=estimator, num_samples=16, decoder="gaussian", generator=14
+    )
+    exact = data.pointwise_bound(sch, "posterior", x0).total
+    err = (r.total - exact).mean()
+    assert err.abs() < 4 * r.mean_stderr(over="estimator")
+    # the reported variance is unbiased: E[(estimate − exact)² − stderr²] = 0, within 4 stderr over the images
+    d = (r.total - exact) ** 2 - r.stderr**2
+    assert d.mean().abs() < 4 * d.std() / math.sqrt(N), f"squared error − reported variance: {d.mean():.3g}"
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -153,6 +153,18 @@ class GaussianData:
         object.__setattr__(self, "eigvals", lam)
         object.__setattr__(self, "eigvecs", U)
 
+    @classmethod
+    def random(cls, dim: int, seed: int = 0, eig_range: tuple[float, float] = (0.05, 0.5)) -> GaussianData:
+        """A non-diagonal test Gaussian: eigenvalues evenly spaced in ``eig_range``, a random rotation, and a mean
+        uniform in [−0.5, 0.5]^D (data roughly inside [−1, 1]); deterministic in ``seed``."""
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim must be a positive int, got {dim!r}")
+        g = torch.Generator().manual_seed(seed)
+        Q, _ = torch.linalg.qr(torch.randn(dim, dim, dtype=F64, generator=g))
+        lam = torch.linspace(eig_range[0], eig_range[1], dim, dtype=F64)
+        m = torch.rand(dim, dtype=F64, generator=g) - 0.5
+        return cls(m, (Q * lam) @ Q.T)
+
     # ---------------------------------------------------------------------------------------------- data
     @property
     def dim(self) -> int:
