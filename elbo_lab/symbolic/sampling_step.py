@@ -1,0 +1,145 @@
+"""E11 -- the DDPM sampling step is a reparameterized draw from p_θ(x_{t−1}|x_t) = N(μ_θ, σ_t²).
+
+Guide section: "Sampling".  The update
+
+    x_{t−1} = (x_t − β_t/√(1−ᾱ_t) · ε_θ(x_t, t)) / √α_t + σ_t z,    z ~ N(0, 1),
+
+has (i) the mean μ_θ(x_t) = the posterior mean μ̃_t in ε form (E6) with ε replaced by the prediction ε_θ, and
+(ii) by E2's reasoning (μ + σz with z ~ N(0, 1), integrated against N(0, 1)) the law N(μ_θ, σ_t²): it is an
+exact draw from the model's reverse step, for either variance choice σ_t² = β̃_t or σ_t² = β_t.  Built on
+E6 (``posterior``) and E2 (``reparameterization``: ``sample``, ``density``).
+
+Conventions: paper indexing, t = 1..T; ``beta`` = β_t, ``alpha_bar_prev`` = ᾱ_{t−1}, α_t = 1 − β_t,
+ᾱ_t = α_t ᾱ_{t−1}; ``sigma2`` = σ_t²; schedule quantities positive.  At t = 1 DDPM outputs the mean (no noise;
+with σ_1² = β̃_1 = 0 that *is* the step, proved below).  Per dimension; images apply it per pixel.
+
+Exports (argument order fixed):
+
+- ``mean(xt, eps_hat, beta, alpha_bar_prev)``: μ_θ = (x_t − β_t/√(1−ᾱ_t) ε̂)/√α_t.
+- ``step(xt, eps_hat, z, beta, alpha_bar_prev, sigma2)``: μ_θ + √σ² · z.
+
+Tested in ``tests/test_symbolic_objective.py`` (a wrong coefficient gives ✗; Monte Carlo mean and variance of the
+lambdified step agree with N(μ_θ, σ²) within 4 standard errors).
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from ._polycheck import polynomial_identity
+from .core import Derivation, equal, holds, integral_equals, is_zero
+from .eps_weight import alpha, alpha_bar, alpha_bar_prev, beta, eps, eps_hat, sigma2, x0, xt
+from .gaussian_kl import normal_pdf
+
+z = sp.Symbol("z", real=True)
+y = sp.Symbol("y", real=True)  # a value of x_{t−1}
+M = sp.Symbol("M", real=True)  # a generic mean (stands for μ_θ(x_t))
+S2 = sp.Symbol("S2", positive=True)  # a generic variance (stands for σ_t²)
+
+TEXTBOOK_XT_COEF = 1 / sp.sqrt(alpha)
+TEXTBOOK_EPS_COEF = beta / sp.sqrt(1 - alpha_bar)
+
+
+def build(*, xt_coef=TEXTBOOK_XT_COEF, eps_coef=TEXTBOOK_EPS_COEF) -> Derivation:
+    """Build E11.  ``xt_coef``/``eps_coef`` are the claimed coefficients of the update (1/√α_t, β_t/√(1−ᾱ_t))."""
+    from . import get
+    from .eps_weight import posterior
+
+    d = Derivation("sampling_step", "E11", "The sampling step is a draw from p_θ(x_{t−1}|x_t)", "Sampling")
+
+    beta_tilde = posterior("variance", beta, alpha_bar_prev)
+    mean_x0 = posterior("mean", x0, xt, beta, alpha_bar_prev)
+    mean_eps = posterior("mean_eps", xt, eps, beta, alpha_bar_prev)
+    x0_of_eps = posterior("x0_from_eps", xt, eps, beta, alpha_bar_prev)
+    d.step(
+        "Posterior mean in ε form (E6 `mean_eps`): μ̃_t = (x_t − β_t/√(1−ᾱ_t) ε)/√α_t",
+        mean_eps,
+        "E6's x_0-form mean at x_0 = (x_t − √(1−ᾱ_t) ε)/√ᾱ_t (E6 `x0_from_eps`) gives the same polynomial",
+        polynomial_identity(mean_x0.subs(x0, x0_of_eps), mean_eps, [xt, eps], 1),
+        before=mean_x0,
+    )
+
+    mu_theta = mean_eps.subs(eps, eps_hat)
+    update_mean = xt_coef * (xt - eps_coef * eps_hat)
+    d.step(
+        "The update's mean (x_t − β_t/√(1−ᾱ_t) ε_θ)/√α_t is μ̃_t with ε replaced by ε_θ: this is μ_θ(x_t)",
+        update_mean,
+        "compare the coefficients of x_t and ε_θ",
+        polynomial_identity(update_mean, mu_theta, [xt, eps_hat], 1),
+        before=sp.Symbol(r"\mu_\theta(x_t)"),
+    )
+
+    # E2: the update is the reparameterized sample mu + sigma·eps with mu = μ_θ, sigma = √σ², eps = z.
+    e2 = get("reparameterization")
+    e2_sample = e2.result("sample")
+    step_expr = mu_theta + sp.sqrt(sigma2) * z
+    as_e2 = e2_sample.expr.subs(dict(zip(e2_sample.args, (mu_theta, sp.sqrt(sigma2), z))), simultaneous=True)
+    d.step(
+        "x_{t−1} = μ_θ + σ_t z is E2's reparameterized sample with mu = μ_θ, sigma = σ_t, eps = z",
+        step_expr,
+        "E2 `reparameterization` result `sample`",
+        equal(as_e2, step_expr, method="expand"),
+        before=sp.Symbol("x_{t-1}"),
+    )
+
+    phi = normal_pdf(z, 0, 1)
+    d.step(
+        "Its mean: ∫ (μ + σz) N(z; 0, 1) dz = μ, i.e. E[x_{t−1}|x_t] = μ_θ",
+        M,
+        "∫ N = 1 and ∫ z N = 0, integrated by SymPy",
+        integral_equals(sp.expand((M + sp.sqrt(S2) * z) * phi), z, M),
+        before=sp.Integral((M + sp.sqrt(S2) * z) * phi, (z, -sp.oo, sp.oo)),
+    )
+    d.step(
+        "Its variance: ∫ (σz)² N(z; 0, 1) dz = σ², i.e. Var[x_{t−1}|x_t] = σ_t²",
+        S2,
+        "∫ z² N = 1, integrated by SymPy",
+        integral_equals(S2 * z**2 * phi, z, S2),
+        before=sp.Integral((sp.sqrt(S2) * z) ** 2 * phi, (z, -sp.oo, sp.oo)),
+    )
+
+    density = e2.result("density")
+    e2_density = density.expr.subs(dict(zip(density.args, (y, M, sp.sqrt(S2)))), simultaneous=True)
+    d.step(
+        "Its law: the density of μ + σz (E2, change of variables) is N(y; μ, σ²), so x_{t−1} ~ p_θ(x_{t−1}|x_t) "
+        "= N(μ_θ, σ_t²)",
+        normal_pdf(y, M, S2),
+        "E2 `reparameterization` result `density` at sigma = √σ²",
+        equal(e2_density, normal_pdf(y, M, S2), method="simplify"),
+        before=sp.Symbol(r"p_{\mu+\sigma z}(y)"),
+    )
+
+    last = sp.simplify((step_expr - mu_theta).subs(sigma2, beta_tilde).subs(alpha_bar_prev, 1))
+    d.step(
+        "At t = 1 with σ_1² = β̃_1 (ᾱ_0 = 1) the noise term vanishes: the last step outputs the mean μ_θ(x_1)",
+        sp.Integer(0),
+        "β̃_1 = (1 − ᾱ_0)/(1 − ᾱ_1) β_1 = 0",
+        is_zero(last),
+        before=sp.Symbol(r"x_0 - \mu_\theta(x_1)"),
+    )
+
+    def variance_choices() -> tuple[bool, str]:
+        # both DDPM choices are valid variances (positive for t ≥ 2) and β̃_t ≤ β_t (ratio (1−ᾱ_{t−1})/(1−ᾱ_t) ≤ 1)
+        k, j = sp.symbols("k j", positive=True)
+        sub = {beta: 1 / (1 + k), alpha_bar_prev: 1 / (1 + j)}  # 0 < β_t < 1, 0 < ᾱ_{t−1} < 1
+        bt = sp.factor(sp.cancel(beta_tilde.subs(sub)))
+        gap = sp.factor(sp.cancel((beta - beta_tilde).subs(sub)))
+        return bt.is_positive is True and gap.is_positive is True, f"β̃_t = {bt} > 0, β_t − β̃_t = {gap} > 0"
+
+    d.step(
+        "Either DDPM variance works: 0 < β̃_t < β_t for t ≥ 2 (the step is an exact draw for whichever σ_t² is chosen)",
+        sp.Lt(beta_tilde, beta),
+        "β̃_t = β_t (1−ᾱ_{t−1})/(1−ᾱ_t) and 1 − ᾱ_{t−1} < 1 − ᾱ_t",
+        holds(variance_choices, "signs on a parameterization of all valid schedules"),
+    )
+
+    # exported with each coefficient simplified (the derived sum of fractions is equal but wasteful to evaluate)
+    mean_simple = sum(sp.simplify(sp.expand(mu_theta).coeff(g)) * g for g in (xt, eps_hat))
+    d.export("mean", mean_simple, (xt, eps_hat, beta, alpha_bar_prev), "μ_θ")
+    d.export(
+        "step",
+        mean_simple + sp.sqrt(sigma2) * z,
+        (xt, eps_hat, z, beta, alpha_bar_prev, sigma2),
+        "x_{t−1} = μ_θ + √σ² z",
+    )
+    return d
