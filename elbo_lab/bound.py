@@ -1,0 +1,494 @@
+"""The DDPM variational bound of any ε-model, per image, in nats, with an honest standard error.
+
+The bound (E7, guide section "ELBO of diffusion models") is a *negative-log-likelihood bound*
+(≥ −log p_θ(x_0), the negative of the ELBO), written with code index k = t − 1 (k = 0..T−1 ↔ paper step t = k + 1):
+
+    L = L_T + Σ_{k=1}^{T−1} L_{k} + L_0,      L_T   = KL(q(x_T|x_0) ‖ N(0, I))                     (prior, no network)
+                                              L_{k} = E_q KL(q(x_{t−1}|x_t, x_0) ‖ p_θ(x_{t−1}|x_t)),  t = k + 1 ≥ 2
+                                              L_0   = E_q −log p_θ(x_0|x_1)                         (decoder, k = 0)
+
+``terms[:, k]`` holds the k-th summand (column 0 is the decoder L_0).  Each summand is estimated at one
+x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε with a fresh ε (one network evaluation), in one of two algebraically equal forms:
+
+- ``form="kl"``: the closed-form Gaussian KL (E1 via :func:`elbo_lab.gaussian.normal_kl`) between the posterior
+  (E6) and the model's reverse step;
+- ``form="eps"``: w_t ‖ε − ε_θ(x_t, t)‖² + D·KL(N(0, β̃_t) ‖ N(0, σ_t²)) (E8 mean matching + E9 weight; the
+  constant vanishes for σ_t² = β̃_t).  For the Gaussian decoder L_0 = w_1 ‖ε − ε_θ‖² + (D/2) log(2π σ_1²).
+
+Decoder (k = 0): ``"discretized"`` −log P(x_0) of K-level data under N(μ_θ(x_1, 1), σ_1²) with bins of width
+2/(K−1), outer bins to ±∞, exact normal CDF (:func:`elbo_lab.gaussian.discretized_gaussian_log_likelihood`);
+``"gaussian"`` −log N(x_0; μ_θ(x_1, 1), σ_1²) for continuous data (a density: can be negative).  σ_1² is
+:func:`elbo_lab.diffusion.reverse_variance` at k = 0 (β_1, or the clipped β̃_2 since β̃_1 = 0).
+
+Estimators of Σ_k L_k (L_T is always exact):
+
+- ``full``: every step for every image (N·T network evaluations, batched over (image, step) pairs in chunks of
+  ``chunk_size`` so memory is bounded for any T and N).  Exact over t; still a one-sample Monte Carlo estimate
+  over ε at each step.  Its per-image ``stderr`` is 0 ("over t"); its ε-noise is part of the spread between
+  images, so :meth:`BoundResult.mean_stderr` (over images) includes it.
+- ``uniform``: M = ``num_samples`` steps k_j ~ U{0..T−1} per image, estimate (1/M) Σ_j T·L_{k_j}; stderr =
+  sample std / √M.
+- ``stratified``: M/2 contiguous strata of sizes n_s (as equal as possible), two uniform draws a, b in each:
+  estimate Σ_s n_s (L_a + L_b)/2, variance estimate Σ_s n_s² (L_a − L_b)²/4 (unbiased; one draw per stratum
+  would leave no unbiased variance estimate).
+- ``importance``: k_j ~ p (``proposal``, or estimated ∝ √E[L_k²] from a pilot by :func:`estimate_proposal`),
+  estimate (1/M) Σ_j L_{k_j}/p_{k_j} (= weights 1/(T p_k) on T·L_k); stderr = sample std / √M.
+
+All sampled estimators are unbiased for E_ε[Σ_k L_k] and their stderr covers both the step and the ε noise.
+Units: nats; bits/dim = nats/(D ln 2) (:meth:`BoundResult.bits_per_dim`).
+Tests: ``tests/test_bound.py`` (three routes agree; unbiasedness and interval coverage; decoder; bad input).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import torch
+
+from . import diffusion as D
+from .gaussian import discretized_gaussian_log_likelihood, normal_kl, normal_log_prob
+from .schedule import NoiseSchedule
+
+__all__ = [
+    "BoundResult",
+    "bound_term",
+    "estimate_proposal",
+    "l_simple",
+    "prior_term",
+    "simple_term",
+    "variational_bound",
+]
+
+Estimator = Literal["full", "uniform", "stratified", "importance"]
+DEFAULT_CHUNK = 1024
+DEFAULT_SAMPLES = 32
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+@dataclass
+class BoundResult:
+    """Per-image values of the variational bound (a negative-log-likelihood bound, ≥ −log p_θ(x_0)).
+
+    ``units`` is "nats" (or "bits/dim" after :meth:`bits_per_dim`).  ``terms`` (N, T): column k = code index
+    (column 0 = L_0); for sampled estimators the mean of the one-sample values at the steps drawn and NaN
+    at steps not drawn (``total`` is never NaN).  ``stderr`` (N,): the estimator's standard error per image
+    (0 for ``full``: exact over t).  ``n_evals``: network evaluations, pilot included (``n_pilot_evals``).
+    """
+
+    total: torch.Tensor  # (N,)
+    prior: torch.Tensor  # (N,) L_T
+    decoder: torch.Tensor  # (N,) L_0 (NaN if a sampled estimator never drew k = 0 for that image)
+    terms: torch.Tensor  # (N, T)
+    stderr: torch.Tensor  # (N,)
+    n_evals: int
+    dim: int
+    estimator: str = "full"
+    units: str = "nats"
+    num_samples: int | None = None  # steps per image (sampled estimators)
+    n_pilot_evals: int = 0
+    proposal: torch.Tensor | None = field(default=None, repr=False)  # (T,) importance proposal
+
+    @property
+    def N(self) -> int:
+        return int(self.total.shape[0])
+
+    def mean(self) -> float:
+        """The dataset-mean bound, in ``units``."""
+        return float(self.total.mean())
+
+    def mean_stderr(self, over: Literal["images", "estimator"] = "images") -> float:
+        """Standard error of :meth:`mean`.
+
+        ``over="images"``: std of the per-image totals / √N -- the standard error of the mean as an estimate of
+        the expected bound under the data distribution (images i.i.d.); it includes the estimator's own noise
+        (steps and ε).  ``over="estimator"``: √(Σ stderr²)/N -- the error from sampling steps (and ε) for these
+        fixed images only; 0 for ``full``.
+        """
+        if over == "estimator":
+            return float(self.stderr.pow(2).sum().sqrt() / self.N)
+        if over != "images":
+            raise ValueError(f"over must be 'images' or 'estimator', got {over!r}")
+        if self.N < 2:
+            raise ValueError("mean_stderr(over='images') needs at least 2 images")
+        return float(self.total.std() / math.sqrt(self.N))
+
+    def bits_per_dim(self) -> BoundResult:
+        """The same result in bits/dim: every value divided by D ln 2."""
+        if self.units == "bits/dim":
+            return self
+        c = 1.0 / (self.dim * math.log(2.0))
+        return replace(
+            self,
+            total=self.total * c,
+            prior=self.prior * c,
+            decoder=self.decoder * c,
+            terms=self.terms * c,
+            stderr=self.stderr * c,
+            units="bits/dim",
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The terms
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def prior_term(schedule: NoiseSchedule, x0: torch.Tensor) -> torch.Tensor:
+    """L_T = KL(q(x_T|x_0) ‖ N(0, I)) = Σ_dims KL(N(√ᾱ_T x_0, 1 − ᾱ_T) ‖ N(0, 1)), (N,) nats, no network.
+
+    Derivation: E5 ``forward_marginal`` (q(x_T|x_0)) and E1 ``gaussian_kl``.  Test: tests/test_bound.py.
+    """
+    mean, var = D.q_marginal(schedule, x0, schedule.T - 1)
+    return normal_kl(mean, var, torch.zeros_like(mean), torch.ones_like(mean)).flatten(1).sum(1)
+
+
+def _call_model(eps_model: Callable, xt: torch.Tensor, k: torch.Tensor, model_dtype) -> tuple:
+    """ε̂ (and v if the model returns (ε̂, v)) as float64, checked for shape and finiteness."""
+    out = eps_model(xt.to(model_dtype), k)
+    v = None
+    if isinstance(out, (tuple, list)):
+        if len(out) != 2:
+            raise ValueError(f"eps_model must return ε̂ or (ε̂, v); got a {type(out).__name__} of {len(out)}")
+        out, v = out
+    if not torch.is_tensor(out) or out.shape != xt.shape:
+        shape = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
+        raise ValueError(f"shape mismatch: eps_model returned {shape} for x_t of shape {tuple(xt.shape)}")
+    if not bool(torch.isfinite(out).all()):
+        raise ValueError("eps_model returned NaN or Inf (non-finite ε̂)")
+    if v is not None:
+        if not torch.is_tensor(v) or v.shape != xt.shape:
+            raise ValueError(f"shape mismatch: eps_model's variance output v must have shape {tuple(xt.shape)}")
+        if not bool(torch.isfinite(v).all()):
+            raise ValueError("eps_model returned a non-finite variance output v")
+        v = v.to(torch.float64)
+    return out.to(torch.float64), v
+
+
+def bound_term(
+    eps_model: Callable,
+    schedule: NoiseSchedule,
+    x0: torch.Tensor,
+    k: torch.Tensor,
+    noise: torch.Tensor,
+    *,
+    variance="posterior",
+    decoder: str = "discretized",
+    levels: int | None = None,
+    form: str = "kl",
+    model_dtype=None,
+) -> torch.Tensor:
+    """One-sample estimate of the k-th summand of the bound for each image, (B,) float64 nats.
+
+    Row b: x_t = √ᾱ_t x0[b] + √(1−ᾱ_t) noise[b] at code index k[b] (paper step t = k + 1), one network
+    evaluation, then L_{k} (t ≥ 2, the KL in ``form`` "kl" or "eps") or L_0 (k = 0, the decoder).  Differentiable
+    (reused by training losses).  Inputs are not re-validated here beyond shapes, timesteps and the model output
+    (:func:`variational_bound` validates the data).  ``variance``: "posterior" | "beta" | "learned" (model returns
+    (ε̂, v), σ² = :func:`elbo_lab.diffusion.reverse_variance_from_v`) | callable k ↦ σ_t² (B,).
+    """
+    s = schedule
+    x0 = x0.to(torch.float64)
+    k = D.timesteps(s, k, x0.shape[0])
+    if k.ndim == 0:
+        k = k.expand(x0.shape[0])
+    noise = noise.to(torch.float64)
+    xt = D.q_sample(s, x0, k, noise)  # (B, ...)
+    eps_hat, v = _call_model(eps_model, xt, k, model_dtype or x0.dtype)
+    sigma2 = _reverse_variance(s, k, variance, v, xt)  # broadcastable to (B, ...)
+    first = k == 0  # (B,) rows whose term is the decoder L_0
+
+    if form == "kl":
+        mu_q, var_q = D.q_posterior(s, x0, xt, k)
+        var_q = torch.where(_rows(first, xt), torch.ones_like(var_q), var_q)  # β̃_1 = 0: no KL at k = 0
+        mu_p = D.reverse_mean(s, xt, k, eps_hat)
+        out = normal_kl(mu_q, var_q, mu_p, sigma2).flatten(1).sum(1)
+    elif form == "eps":
+        if not isinstance(variance, str) or variance == "learned":
+            raise ValueError("form='eps' needs a fixed variance ('posterior' or 'beta')")
+        dim = x0[0].numel()
+        w = D.eps_weight(s, variance)[k]  # (B,)
+        var_q = s.posterior_variance[k]
+        sigma2_k = D.reverse_variance(s, k, variance)
+        const = dim * normal_kl(torch.zeros_like(var_q), torch.where(first, sigma2_k, var_q), 0.0, sigma2_k)
+        out = w * (noise - eps_hat).pow(2).flatten(1).sum(1) + const
+        if decoder == "gaussian":  # L_0 = w_1 ‖ε − ε̂‖² + (D/2) log(2π σ_1²): E9 at t = 1
+            out = torch.where(first, out + 0.5 * dim * (_LOG_2PI + sigma2_k.log()), out)
+    else:
+        raise ValueError(f"form must be 'kl' or 'eps', got {form!r}")
+
+    if bool(first.any()) and not (form == "eps" and decoder == "gaussian"):
+        idx = first.nonzero().squeeze(1)
+        mu0 = D.reverse_mean(s, xt[idx], k[idx], eps_hat[idx])  # decoder mean μ_θ(x_1, 1)
+        l0 = _decoder_nll(x0[idx], mu0, sigma2[idx], decoder, levels)
+        out = out.index_put((idx,), l0)
+    return out
+
+
+def _rows(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return mask.reshape(mask.shape + (1,) * (like.ndim - 1))
+
+
+def _reverse_variance(s: NoiseSchedule, k: torch.Tensor, variance, v, xt: torch.Tensor) -> torch.Tensor:
+    """σ_t² per row, shaped to broadcast against x_t (B, ...)."""
+    if variance == "learned":
+        if v is None:
+            raise ValueError("variance='learned' needs an eps_model that returns (ε̂, v)")
+        return D.reverse_variance_from_v(s, k, v)
+    if callable(variance):
+        sigma2 = torch.as_tensor(variance(k), dtype=torch.float64, device=xt.device)
+        if sigma2.shape != k.shape or not bool((sigma2 > 0).all()) or not bool(torch.isfinite(sigma2).all()):
+            raise ValueError(f"a variance callable must return finite σ² > 0 of shape {tuple(k.shape)}")
+    else:
+        sigma2 = D.reverse_variance(s, k, variance)
+    return sigma2.reshape(sigma2.shape + (1,) * (xt.ndim - 1))
+
+
+def _decoder_nll(x0, mean, var, decoder: str, levels: int | None) -> torch.Tensor:
+    """L_0 = −log p_θ(x_0|x_1) summed over dimensions, (B,) nats."""
+    if decoder == "discretized":
+        ll = discretized_gaussian_log_likelihood(x0, mean, var, levels)
+    elif decoder == "gaussian":
+        ll = normal_log_prob(x0, mean, var)
+    else:
+        raise ValueError(f"decoder must be 'discretized' or 'gaussian', got {decoder!r}")
+    return -ll.flatten(1).sum(1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Estimators
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _generator(generator, device) -> torch.Generator:
+    """A torch.Generator: as given, seeded from an int, or seed 0 (never the global RNG)."""
+    if isinstance(generator, torch.Generator):
+        return generator
+    if generator is None:
+        generator = 0
+    if isinstance(generator, bool) or not isinstance(generator, int):
+        raise ValueError(f"generator must be a torch.Generator, an int seed or None, got {type(generator).__name__}")
+    return torch.Generator(device=device).manual_seed(generator)
+
+
+def _validate_data(x0: torch.Tensor, decoder: str, levels: int | None) -> None:
+    if not torch.is_tensor(x0) or not x0.is_floating_point():
+        raise ValueError("x0 must be a floating-point tensor of shape (N, ...)")
+    if x0.ndim < 2 or x0.shape[0] == 0 or x0[0].numel() == 0:
+        raise ValueError(f"x0 must have shape (N, ...) with N >= 1 images of D >= 1 values, got {tuple(x0.shape)}")
+    if not bool(torch.isfinite(x0).all()):
+        raise ValueError("x0 contains NaN or Inf")
+    if decoder == "discretized":
+        if levels is None or isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
+            raise ValueError(f"decoder='discretized' needs levels=K (an int >= 2), got {levels!r}")
+        lo, hi = float(x0.min()), float(x0.max())
+        if lo < -1.0 - 1e-6 or hi > 1.0 + 1e-6:
+            raise ValueError(f"data outside [-1, 1] for the discretized decoder: values in [{lo:.4g}, {hi:.4g}]")
+        grid = (x0.to(torch.float64) + 1.0) * (levels - 1) / 2.0
+        off = float((grid - grid.round()).abs().max())
+        if off > 1e-4:
+            raise ValueError(
+                f"data off the grid of {levels} levels in [-1, 1] for the discretized decoder "
+                f"(off by up to {off:.3g} bins); pass the right levels or decoder='gaussian'"
+            )
+    elif decoder != "gaussian":
+        raise ValueError(f"decoder must be 'discretized' or 'gaussian', got {decoder!r}")
+
+
+def _evaluate_pairs(eps_model, schedule, x0, pairs, P: int, gen, chunk_size, kw) -> torch.Tensor:
+    """L_k for the P (image, step) pairs given by ``pairs(start, stop) -> (n, k)``, evaluated ``chunk_size``
+    pairs at a time with fresh ε (so no (P, ...) tensor is ever built), (P,) float64."""
+    out = torch.empty(P, dtype=torch.float64, device=x0.device)
+    shape = x0.shape[1:]
+    for start in range(0, P, chunk_size):
+        stop = min(start + chunk_size, P)
+        n, k = pairs(start, stop)
+        noise = torch.randn((stop - start, *shape), generator=gen, dtype=torch.float64, device=gen.device)
+        out[start:stop] = bound_term(eps_model, schedule, x0[n], k, noise.to(x0.device), **kw)
+    return out
+
+
+def _sample_steps(estimator, T, N, M, proposal, gen, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(k, weight) each (N, M): the drawn code indices and the factor that turns L_k into an unbiased draw."""
+    if estimator == "uniform":
+        k = torch.randint(0, T, (N, M), generator=gen, device=gen.device)
+        return k.to(device), torch.full((N, M), float(T), dtype=torch.float64, device=device)
+    if estimator == "importance":
+        k = torch.multinomial(proposal.to(gen.device), N * M, replacement=True, generator=gen).reshape(N, M)
+        k = k.to(device)
+        return k, 1.0 / proposal.to(device)[k]
+    # stratified: S = M/2 strata [e_s, e_{s+1}), two draws in each; column 2s and 2s+1 belong to stratum s
+    S = M // 2
+    edges = torch.linspace(0, T, S + 1, dtype=torch.float64).round().long()  # (S+1,)
+    sizes = (edges[1:] - edges[:-1]).repeat_interleave(2)  # (M,)
+    lows = edges[:-1].repeat_interleave(2)
+    u = torch.rand((N, M), generator=gen, dtype=torch.float64, device=gen.device).cpu()
+    k = lows + torch.clamp((u * sizes).long(), max=sizes - 1)
+    return k.to(device), sizes.to(torch.float64).expand(N, M).to(device)
+
+
+def _combine(estimator, values, weights) -> tuple[torch.Tensor, torch.Tensor]:
+    """(estimate, stderr) per image from the (N, M) one-sample terms and their weights."""
+    y = values * weights  # (N, M)
+    M = y.shape[1]
+    if estimator == "stratified":
+        a, b = y[:, 0::2], y[:, 1::2]  # (N, S) the two draws n_s L in each stratum
+        return ((a + b) / 2).sum(1), ((a - b).pow(2).sum(1) / 4).sqrt()
+    return y.mean(1), y.std(1) / math.sqrt(M)
+
+
+def _check_proposal(proposal, T: int) -> torch.Tensor:
+    p = torch.as_tensor(proposal, dtype=torch.float64).flatten()
+    if p.shape[0] != T:
+        raise ValueError(f"shape mismatch: proposal has {p.shape[0]} entries for T = {T} steps")
+    if not bool(torch.isfinite(p).all()) or not bool((p > 0).all()):
+        raise ValueError("proposal must be finite and > 0 at every step (else the estimator is biased)")
+    return p / p.sum()
+
+
+def estimate_proposal(
+    eps_model: Callable,
+    schedule: NoiseSchedule,
+    x0_pilot: torch.Tensor,
+    *,
+    mix: float = 0.05,
+    generator=None,
+    **kwargs,
+) -> torch.Tensor:
+    """Importance proposal p_k ∝ √(mean over pilot images of L_k²), mixed with the uniform law:
+    p = (1 − mix)·p_pilot + mix/T, (T,) float64 summing to 1 (k = t − 1).  Costs N_pilot·T network evaluations
+    (the full estimator on the pilot images).  ``mix`` > 0 keeps every weight 1/(T p_k) ≤ 1/mix.
+    ``kwargs`` go to :func:`variational_bound` (variance, decoder, levels, chunk_size, ...).
+    """
+    if not 0 < mix <= 1:
+        raise ValueError(f"mix must lie in (0, 1], got {mix!r}")
+    pilot = variational_bound(eps_model, schedule, x0_pilot, estimator="full", generator=generator, **kwargs)
+    rms = pilot.terms.pow(2).mean(0).sqrt()  # (T,)
+    q = rms / rms.sum() if float(rms.sum()) > 0 else torch.full_like(rms, 1.0 / schedule.T)
+    return (1.0 - mix) * q + mix / schedule.T
+
+
+@torch.no_grad()
+def variational_bound(
+    eps_model: Callable,
+    schedule: NoiseSchedule,
+    x0: torch.Tensor,
+    *,
+    estimator: Estimator = "full",
+    variance="posterior",
+    decoder: str = "discretized",
+    levels: int | None = None,
+    generator=None,
+    num_samples: int | None = None,
+    proposal=None,
+    pilot_images: int = 4,
+    chunk_size: int = DEFAULT_CHUNK,
+    form: str = "kl",
+    model_dtype=None,
+    bits_per_dim: bool = False,
+) -> BoundResult:
+    """The variational bound (NLL bound, nats, ≥ −log p_θ(x_0)) of ``eps_model`` for each image of ``x0``.
+
+    ``eps_model(x_t, k) -> ε̂`` (or (ε̂, v)) with x_t (B, *shape) in ``model_dtype`` (default: x0's dtype) and
+    k (B,) long code index (k = 0..T−1 ↔ paper step t = k + 1).  x0 (N, *shape) in [−1, 1] on K = ``levels``
+    levels for ``decoder="discretized"``; any finite values for ``decoder="gaussian"``.
+    ``estimator``: "full" | "uniform" | "stratified" | "importance" (see the module docstring); ``num_samples``
+    steps per image for the sampled ones (default 32; ≥ 2; even for stratified).  ``proposal`` (T,) for
+    "importance", else estimated from the first ``pilot_images`` images (counted in ``n_evals``).
+    ``generator``: torch.Generator, int seed, or None (seed 0).  Bookkeeping is float64.
+    Bad input raises ValueError naming the problem.  Test: tests/test_bound.py.
+    """
+    _validate_data(x0, decoder, levels)
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    if form not in ("kl", "eps"):
+        raise ValueError(f"form must be 'kl' or 'eps', got {form!r}")
+    if not (callable(variance) or variance in ("posterior", "beta", "learned")):
+        raise ValueError(f"variance must be 'posterior', 'beta', 'learned' or a callable, got {variance!r}")
+    schedule = schedule.to(x0.device)
+    gen = _generator(generator, x0.device)
+    N, T, dim = x0.shape[0], schedule.T, x0[0].numel()
+    model_dtype = model_dtype or x0.dtype
+    x64 = x0.to(torch.float64)
+    kw = dict(variance=variance, decoder=decoder, levels=levels, form=form, model_dtype=model_dtype)
+    prior = prior_term(schedule, x64)
+
+    if estimator == "full":
+
+        def pairs(start: int, stop: int):  # image-major: pair i is (image i // T, step i % T)
+            i = torch.arange(start, stop, device=x0.device)
+            return i // T, i % T
+
+        terms = _evaluate_pairs(eps_model, schedule, x64, pairs, N * T, gen, chunk_size, kw).reshape(N, T)
+        total = prior + terms.sum(1)
+        result = BoundResult(total, prior, terms[:, 0].clone(), terms, torch.zeros_like(total), N * T, dim)
+        return result.bits_per_dim() if bits_per_dim else result
+
+    if estimator not in ("uniform", "stratified", "importance"):
+        raise ValueError(f"estimator must be 'full', 'uniform', 'stratified' or 'importance', got {estimator!r}")
+    M = DEFAULT_SAMPLES if num_samples is None else num_samples
+    if isinstance(M, bool) or not isinstance(M, int) or M < 2:
+        raise ValueError(f"num_samples must be an int >= 2 (a standard error needs two draws), got {M!r}")
+    if estimator == "stratified" and (M % 2 or M // 2 > T):
+        raise ValueError(f"stratified needs an even num_samples <= 2T = {2 * T} (two draws per stratum), got {M}")
+    n_pilot = 0
+    if estimator == "importance":
+        if proposal is None:
+            pilot = x0[: max(1, min(pilot_images, N))]
+            proposal = estimate_proposal(
+                eps_model, schedule, pilot, generator=gen, chunk_size=chunk_size, **kw, bits_per_dim=False
+            )
+            n_pilot = pilot.shape[0] * T
+        proposal = _check_proposal(proposal, T).to(x0.device)
+
+    k, weights = _sample_steps(estimator, T, N, M, proposal, gen, x0.device)  # (N, M) each
+    n, k_flat = torch.arange(N, device=x0.device).repeat_interleave(M), k.flatten()
+    values = _evaluate_pairs(
+        eps_model, schedule, x64, lambda a, b: (n[a:b], k_flat[a:b]), N * M, gen, chunk_size, kw
+    ).reshape(N, M)
+    estimate, stderr = _combine(estimator, values, weights)
+    sums = torch.zeros(N, T, dtype=torch.float64, device=x0.device).scatter_add_(1, k, values)
+    counts = torch.zeros(N, T, dtype=torch.float64, device=x0.device).scatter_add_(1, k, torch.ones_like(values))
+    terms = torch.where(counts > 0, sums / counts.clamp(min=1), torch.full_like(sums, float("nan")))
+    result = BoundResult(
+        prior + estimate,
+        prior,
+        terms[:, 0].clone(),
+        terms,
+        stderr,
+        N * M + n_pilot,
+        dim,
+        estimator=estimator,
+        num_samples=M,
+        n_pilot_evals=n_pilot,
+        proposal=proposal if estimator == "importance" else None,
+    )
+    return result.bits_per_dim() if bits_per_dim else result
+
+
+def l_simple(
+    eps_model: Callable, schedule: NoiseSchedule, x0: torch.Tensor, generator=None, model_dtype=None
+) -> torch.Tensor:
+    """L_simple per image: mean over dimensions of (ε − ε_θ(x_t, t))² at k ~ U{0..T−1}, fresh ε, (B,)
+    (differentiable; float64).  ‖·‖²/D, improved-diffusion's ``mean_flat``; the weights w_t of E9 dropped.
+
+    Derivation: E10 ``simple_loss``.  Test: tests/test_bound.py.
+    """
+    gen = _generator(generator, x0.device)
+    k = torch.randint(0, schedule.T, (x0.shape[0],), generator=gen, device=gen.device).to(x0.device)
+    noise = torch.randn(x0.shape, generator=gen, dtype=torch.float64, device=gen.device).to(x0.device)
+    xt = D.q_sample(schedule.to(x0.device), x0.to(torch.float64), k, noise)
+    eps_hat, _ = _call_model(eps_model, xt, k, model_dtype or x0.dtype)
+    return simple_term(noise, eps_hat)
+
+
+def simple_term(noise: torch.Tensor, eps_hat: torch.Tensor) -> torch.Tensor:
+    """‖ε − ε̂‖²/D per example, (B,): the summand of L_simple at given ε and ε̂ = ε_θ(x_t, t) (differentiable;
+    the dtype of the inputs).  Used by :func:`l_simple` and by training loops that draw k themselves.
+
+    Derivation: E10 ``simple_loss``.  Test: tests/test_bound.py (via :func:`l_simple`), tests/test_ddpm.py.
+    """
+    if noise.shape != eps_hat.shape:
+        raise ValueError(f"shape mismatch: noise {tuple(noise.shape)} and eps_hat {tuple(eps_hat.shape)}")
+    return (noise - eps_hat).pow(2).flatten(1).mean(1)

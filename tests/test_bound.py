@@ -1,0 +1,389 @@
+"""The variational bound: three routes agree, sampled estimators are unbiased with honest error bars, the
+discretized decoder is a proper distribution, bad input raises.
+
+The test model is a fixed affine ε-model ε̂(x_t, k) = M_k x_t + c_k (float64), for which the expected bound
+over ε has a closed form computed here from the lambdified SymPy results (E1 ``kl``, E8 ``const``, E9
+``weight``): with x_t = a x_0 + s ε (a = √ᾱ_t, s = √(1−ᾱ_t)),  E‖ε − ε̂‖² = ‖I − s M_k‖_F² + ‖a M_k x_0 + c_k‖².
+Statistical checks: |estimate − exact| < 4 standard errors, fixed seeds.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import norm
+
+from elbo_lab import diffusion as D
+from elbo_lab.bound import BoundResult, bound_term, estimate_proposal, l_simple, prior_term, variational_bound
+from elbo_lab.gaussian import discretized_gaussian_log_likelihood, normal_log_prob
+from elbo_lab.schedule import NoiseSchedule
+from elbo_lab.symbolic import get
+
+T, DIM, LEVELS = 20, 4, 17
+F64 = torch.float64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These tensors are tiny: intra-op threads only add contention on the shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _ref(derivation: str, result: str, **values):
+    r = get(derivation).result(result)
+    return np.asarray(r.numpy(**{name: values[name] for name in r.arg_names}), dtype=np.float64)
+
+
+class AffineEps:
+    """ε̂(x, k) = M_k x + c_k with M_k = √(1−ᾱ_t) I + δ A_k (near the MMSE predictor of unit-variance data)."""
+
+    def __init__(self, schedule: NoiseSchedule, dim: int = DIM, delta: float = 0.2, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        s = schedule.one_minus_alpha_bars.sqrt()
+        self.M = s[:, None, None] * torch.eye(dim, dtype=F64) + delta * torch.randn(
+            schedule.T, dim, dim, generator=g, dtype=F64
+        )
+        self.c = delta * torch.randn(schedule.T, dim, generator=g, dtype=F64)
+        self.batches: list[int] = []
+
+    def __call__(self, x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        self.batches.append(x.shape[0])
+        return torch.einsum("bij,bj->bi", self.M[k], x) + self.c[k]
+
+
+@pytest.fixture(scope="module")
+def schedule():
+    return NoiseSchedule.linear(T, 1e-3, 0.4)
+
+
+@pytest.fixture(scope="module")
+def model(schedule):
+    return AffineEps(schedule)
+
+
+@pytest.fixture(scope="module")
+def x0():
+    g = torch.Generator().manual_seed(1)
+    return torch.randint(0, LEVELS, (3, DIM), generator=g).to(F64) * 2 / (LEVELS - 1) - 1
+
+
+def exact_terms(model: AffineEps, schedule: NoiseSchedule, x0: torch.Tensor, variance: str) -> np.ndarray:
+    """E_ε of each summand (N, T), Gaussian decoder at k = 0, from the SymPy results (independent route)."""
+    s = schedule
+    a, sd = s.alpha_bars.sqrt().numpy(), s.one_minus_alpha_bars.sqrt().numpy()
+    M, c, x = model.M.numpy(), model.c.numpy(), x0.numpy()
+    eye = np.eye(x.shape[1])
+    sigma2 = D.reverse_variance(s, None, variance).numpy()
+    beta, abp = s.betas.numpy(), s.alpha_bars_prev.numpy()
+    w = _ref("eps_weight", "weight", beta=beta, alpha_bar_prev=abp, sigma2=sigma2)  # (T,)
+    out = np.empty((x.shape[0], s.T))
+    for k in range(s.T):
+        mse = ((eye - sd[k] * M[k]) ** 2).sum() + ((a[k] * x @ M[k].T + c[k]) ** 2).sum(1)  # (N,)
+        if k == 0:
+            out[:, k] = w[k] * mse + 0.5 * x.shape[1] * np.log(2 * np.pi * sigma2[k])
+        else:
+            const = _ref("mean_matching", "const", var_q=s.posterior_variance[k].item(), sigma2=sigma2[k])
+            out[:, k] = w[k] * mse + x.shape[1] * const
+    return out
+
+
+def exact_prior(schedule: NoiseSchedule, x0: torch.Tensor) -> np.ndarray:
+    ab = schedule.alpha_bars[-1].item()
+    mean = _ref("forward_marginal", "mean", x0=x0.numpy(), alpha_bar=ab)
+    var = _ref("forward_marginal", "variance", alpha_bar=ab)
+    return _ref("gaussian_kl", "kl", mu1=mean, var1=var, mu2=0.0, var2=1.0).sum(1)
+
+
+# -- terms --------------------------------------------------------------------------------------------------------
+
+
+def test_prior_term_vs_sympy(schedule, x0):
+    np.testing.assert_allclose(prior_term(schedule, x0).numpy(), exact_prior(schedule, x0), rtol=1e-10)
+
+
+@pytest.mark.parametrize("decoder", ["gaussian", "discretized"])
+@pytest.mark.parametrize("variance", ["posterior", "beta"])
+def test_kl_form_equals_eps_form_term_by_term(model, schedule, x0, decoder, variance):
+    """Routes (1) and (2): the same ε draws, the closed-form KLs vs. Σ w_t‖ε − ε̂‖² (+ variance constant)."""
+    kw = dict(decoder=decoder, levels=LEVELS, variance=variance, generator=11)
+    kl = variational_bound(model, schedule, x0, form="kl", **kw)
+    eps = variational_bound(model, schedule, x0, form="eps", **kw)
+    np.testing.assert_allclose(eps.terms.numpy(), kl.terms.numpy(), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(eps.total.numpy(), kl.total.numpy(), rtol=1e-10)
+    assert kl.n_evals == x0.shape[0] * T and bool((kl.stderr == 0).all())
+    torch.testing.assert_close(kl.decoder, kl.terms[:, 0])
+
+
+def test_kl_term_vs_sympy_kl(model, schedule, x0):
+    """One KL summand recomputed from E6 ``mean``/``variance`` and E8 ``kl`` (SymPy) at the same x_t."""
+    k = torch.tensor([5, 5, 5])
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(2), dtype=F64)
+    got = bound_term(model, schedule, x0, k, noise, decoder="gaussian", variance="beta")
+    xt = D.q_sample(schedule, x0, k, noise)
+    beta, abp = schedule.betas[5].item(), schedule.alpha_bars_prev[5].item()
+    mu_q = _ref("posterior", "mean", x0=x0.numpy(), xt=xt.numpy(), beta=beta, alpha_bar_prev=abp)
+    var_q = _ref("posterior", "variance", beta=beta, alpha_bar_prev=abp)
+    mu_p = _ref("posterior", "mean_eps", xt=xt.numpy(), eps=model(xt, k).numpy(), beta=beta, alpha_bar_prev=abp)
+    want = _ref("mean_matching", "kl", mu_q=mu_q, var_q=var_q, mu_p=mu_p, var_p=beta).sum(1)
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-10)
+
+
+@pytest.mark.parametrize("variance", ["posterior", "beta"])
+def test_full_estimator_matches_closed_form_per_step(model, schedule, x0, variance):
+    """Each column of ``full`` (one ε per step) averages to the exact E_ε L_k (within 4 standard errors)."""
+    R = 600
+    xr = x0[:1].repeat(R, 1)
+    r = variational_bound(model, schedule, xr, decoder="gaussian", variance=variance, generator=3, chunk_size=4096)
+    exact = exact_terms(model, schedule, x0[:1], variance)[0]
+    se = r.terms.std(0).numpy() / math.sqrt(R)
+    assert np.all(np.abs(r.terms.mean(0).numpy() - exact) < 4 * se), (r.terms.mean(0).numpy(), exact, se)
+    np.testing.assert_allclose(r.prior.numpy(), exact_prior(schedule, x0[:1])[0], rtol=1e-10)
+    total = exact.sum() + exact_prior(schedule, x0[:1])[0]
+    assert abs(r.mean() - total) < 4 * r.mean_stderr()
+
+
+def _trajectory_nll(model, schedule, x0, R, decoder, variance, seed):
+    """Route (3): log q(x_{1:T}|x_0) − log p_θ(x_{0:T}) on R trajectories sampled forward from q, (R,)."""
+    g = torch.Generator().manual_seed(seed)
+    s = schedule
+    x = x0.expand(R, -1).clone()
+    log_q = torch.zeros(R, dtype=F64)
+    traj = [x]
+    for k in range(s.T):  # x_t = √α_t x_{t−1} + √β_t z
+        mean, var = s.alphas[k].sqrt() * x, s.betas[k]
+        x = mean + var.sqrt() * torch.randn(x.shape, generator=g, dtype=F64)
+        log_q += normal_log_prob(x, mean, var).sum(1)
+        traj.append(x)
+    log_p = normal_log_prob(traj[-1], torch.zeros_like(x), torch.tensor(1.0, dtype=F64)).sum(1)
+    for k in range(s.T - 1, -1, -1):
+        kk = torch.full((R,), k)
+        mu = D.reverse_mean(s, traj[k + 1], kk, model(traj[k + 1], kk))
+        sigma2 = D.reverse_variance(s, k, variance)
+        if k == 0 and decoder == "discretized":
+            log_p += discretized_gaussian_log_likelihood(traj[0], mu, sigma2, LEVELS).sum(1)
+        else:
+            log_p += normal_log_prob(traj[k], mu, sigma2).sum(1)
+    return log_q - log_p
+
+
+@pytest.mark.parametrize(("decoder", "variance"), [("gaussian", "posterior"), ("discretized", "beta")])
+def test_trajectory_monte_carlo_matches_bound(model, schedule, x0, decoder, variance):
+    """Route (3) vs. route (1): whole-trajectory Monte Carlo within 4 combined standard errors."""
+    R = 20000
+    nll = _trajectory_nll(model, schedule, x0[:1], R, decoder, variance, seed=5)
+    mc, mc_se = nll.mean().item(), nll.std().item() / math.sqrt(R)
+    xr = x0[:1].repeat(2000, 1)
+    full = variational_bound(
+        model, schedule, xr, decoder=decoder, levels=LEVELS, variance=variance, generator=6, chunk_size=8192
+    )
+    se = math.hypot(mc_se, full.mean_stderr())
+    assert abs(mc - full.mean()) < 4 * se, (mc, full.mean(), se)
+    if decoder == "gaussian":
+        exact = exact_terms(model, schedule, x0[:1], variance).sum() + exact_prior(schedule, x0[:1])[0]
+        assert abs(mc - exact) < 4 * mc_se, (mc, exact, mc_se)
+
+
+# -- sampled estimators -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ramp():
+    """A well-conditioned case (terms of similar size, D = 16) where the per-run CLT holds at M = 8."""
+    s = NoiseSchedule.from_betas(np.linspace(0.05, 0.3, T))
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, LEVELS, (10, 16), generator=g).to(F64) * 2 / (LEVELS - 1) - 1
+    m = AffineEps(s, dim=16)
+    exact = exact_terms(m, s, x, "posterior").sum(1) + exact_prior(s, x)  # (10,) E_ε of each image's bound
+    return s, m, x, torch.from_numpy(exact)
+
+
+def _coverage_check(r: BoundResult, exact: torch.Tensor, reps: int) -> None:
+    """r holds ``reps`` repetitions of the same images (rows rep-major).  Checks: unbiased (grand mean within
+    4 standard errors of the exact value), per-image stderr² unbiased for the spread of the repetitions, and
+    the nominal 95% interval of each run's dataset mean covers the exact mean in 90–99% of the runs."""
+    n = exact.shape[0]
+    dev = r.total.reshape(reps, n) - exact  # (reps, n)
+    grand_se = dev.mean(1).std().item() / math.sqrt(reps)
+    assert abs(dev.mean().item()) < 4 * grand_se, (dev.mean().item(), grand_se)
+    ratio = r.stderr.pow(2).mean().sqrt().item() / dev.pow(2).mean().sqrt().item()
+    assert 0.85 < ratio < 1.18, ratio
+    se = r.stderr.reshape(reps, n).pow(2).sum(1).sqrt() / n  # mean_stderr(over="estimator") of each run
+    covered = (dev.mean(1).abs() <= 1.96 * se).double().mean().item()
+    assert 0.90 <= covered <= 0.99, covered
+
+
+@pytest.mark.parametrize(
+    ("estimator", "num_samples"), [("uniform", 8), ("stratified", 8), ("importance", 8), ("importance", 4)]
+)
+def test_sampled_estimators_unbiased_with_honest_intervals(ramp, estimator, num_samples):
+    """200 runs over the same 10 images: unbiased, honest per-image stderr, 95% intervals cover 90–99%."""
+    s, m, x, exact = ramp
+    reps = 200
+    kw = dict(decoder="gaussian", variance="posterior", num_samples=num_samples, generator=21)
+    r = variational_bound(m, s, x.repeat(reps, 1), estimator=estimator, **kw)
+    assert r.n_evals == reps * x.shape[0] * num_samples + r.n_pilot_evals
+    _coverage_check(r, exact, reps)
+    # and the sampled mean agrees with ``full`` within their combined error bars
+    full = variational_bound(m, s, x.repeat(20, 1), decoder="gaussian", generator=22)
+    assert abs(r.mean() - full.mean()) < 4 * math.hypot(r.mean_stderr(), full.mean_stderr())
+
+
+def test_importance_honest_on_skewed_terms(model, schedule, x0):
+    """Most of the bound in one step (k = 1 carries ~90%): importance sampling with a pilot proposal stays honest."""
+    reps = 200
+    exact = torch.from_numpy(exact_terms(model, schedule, x0, "posterior").sum(1) + exact_prior(schedule, x0))
+    kw = dict(decoder="gaussian", num_samples=8, generator=23)
+    _coverage_check(variational_bound(model, schedule, x0.repeat(reps, 1), estimator="importance", **kw), exact, reps)
+
+
+def test_importance_proposal_pilot_and_given(model, schedule, x0):
+    p = estimate_proposal(model, schedule, x0, decoder="gaussian", generator=1)
+    assert p.shape == (T,) and abs(p.sum().item() - 1) < 1e-12 and bool((p >= 0.05 / T).all())
+    r = variational_bound(model, schedule, x0, estimator="importance", decoder="gaussian", proposal=p, num_samples=4)
+    assert r.n_pilot_evals == 0 and r.n_evals == 3 * 4 and torch.allclose(r.proposal, p)
+    r2 = variational_bound(model, schedule, x0, estimator="importance", decoder="gaussian", pilot_images=2)
+    assert r2.n_pilot_evals == 2 * T and r2.n_evals == 3 * 32 + 2 * T
+
+
+def test_importance_beats_uniform_variance(model, schedule, x0):
+    kw = dict(decoder="gaussian", num_samples=8, generator=4)
+    xr = x0[:1].repeat(200, 1)
+    u = variational_bound(model, schedule, xr, estimator="uniform", **kw)
+    i = variational_bound(model, schedule, xr, estimator="importance", **kw)
+    assert i.total.std() < u.total.std()
+
+
+def test_sampled_terms_and_counts(model, schedule, x0):
+    r = variational_bound(model, schedule, x0, estimator="stratified", decoder="gaussian", num_samples=2 * T)
+    # 2 draws in each of T strata of size 1: every step evaluated twice, so no NaN columns
+    assert not bool(r.terms.isnan().any()) and r.estimator == "stratified"
+    r = variational_bound(model, schedule, x0, estimator="uniform", decoder="gaussian", num_samples=2)
+    assert bool(r.terms.isnan().any()) and bool(torch.isfinite(r.total).all())
+
+
+# -- chunking, units, learned variance, L_simple -------------------------------------------------------------------
+
+
+def test_full_is_chunked_with_bounded_batches(schedule, x0):
+    m = AffineEps(schedule)
+    r = variational_bound(m, schedule, x0, decoder="gaussian", chunk_size=7)
+    assert max(m.batches) <= 7 and sum(m.batches) == x0.shape[0] * T == r.n_evals
+    assert bool(torch.isfinite(r.terms).all())
+
+
+def test_bits_per_dim(model, schedule, x0):
+    r = variational_bound(model, schedule, x0, levels=LEVELS)
+    b = variational_bound(model, schedule, x0, levels=LEVELS, bits_per_dim=True)
+    assert b.units == "bits/dim" and r.units == "nats"
+    torch.testing.assert_close(b.total, r.total / (DIM * math.log(2)), rtol=1e-14, atol=0)
+    torch.testing.assert_close(r.bits_per_dim().terms, b.terms, rtol=1e-14, atol=0)
+    assert isinstance(b, BoundResult) and b.dim == DIM
+
+
+def test_discrete_data_bound_is_positive_and_decoder_a_probability(model, schedule, x0):
+    r = variational_bound(model, schedule, x0, levels=LEVELS)
+    assert bool((r.decoder > 0).all()) and bool((r.total > r.prior).all())
+
+
+@pytest.mark.parametrize(("v", "variance"), [(0.0, "posterior"), (1.0, "beta")])
+def test_learned_variance_endpoints(model, schedule, x0, v, variance):
+    def learned(x, k):
+        eps = model(x, k)
+        return eps, torch.full_like(eps, v)
+
+    a = variational_bound(learned, schedule, x0, levels=LEVELS, variance="learned", generator=9)
+    b = variational_bound(model, schedule, x0, levels=LEVELS, variance=variance, generator=9)
+    torch.testing.assert_close(a.terms, b.terms, rtol=1e-10, atol=1e-12)
+
+
+def test_variance_callable_matches_named(model, schedule, x0):
+    a = variational_bound(model, schedule, x0, levels=LEVELS, variance=lambda k: schedule.betas[k], generator=9)
+    b = variational_bound(model, schedule, x0, levels=LEVELS, variance="beta", generator=9)
+    torch.testing.assert_close(a.terms, b.terms, rtol=1e-12, atol=1e-12)
+
+
+def test_l_simple_expectation(model, schedule, x0):
+    n = 4000
+    xr = x0[:1].repeat(n, 1)
+    loss = l_simple(model, schedule, xr, generator=3)
+    assert loss.shape == (n,)
+    a, sd = schedule.alpha_bars.sqrt().numpy(), schedule.one_minus_alpha_bars.sqrt().numpy()
+    M, c, x = model.M.numpy(), model.c.numpy(), x0[:1].numpy()[0]
+    mse = [((np.eye(DIM) - sd[k] * M[k]) ** 2).sum() + ((a[k] * M[k] @ x + c[k]) ** 2).sum() for k in range(T)]
+    exact = np.mean(mse) / DIM
+    assert abs(loss.mean().item() - exact) < 4 * loss.std().item() / math.sqrt(n)
+
+
+# -- the discretized decoder ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("var", [1e-12, 1e-6, 0.01, 0.3, 4.0])
+@pytest.mark.parametrize("mean", [-1.3, -0.4, 0.0, 0.77, 2.5])
+def test_discretized_decoder_sums_to_one_and_matches_scipy(mean, var):
+    K = LEVELS
+    levels = torch.linspace(-1, 1, K, dtype=F64)
+    logp = discretized_gaussian_log_likelihood(levels, torch.tensor(mean, dtype=F64), var, K)
+    assert bool(torch.isfinite(logp).all()) or var < 1e-6  # far-away bins may underflow to -inf at tiny var
+    assert abs(torch.logsumexp(logp, 0).item()) < 1e-12
+    edges = np.concatenate([[-np.inf], (levels[:-1].numpy() + levels[1:].numpy()) / 2, [np.inf]])
+    probs = np.diff(norm.cdf(edges, loc=mean, scale=math.sqrt(var)))
+    big = probs > 1e-300
+    np.testing.assert_allclose(np.exp(logp.numpy())[big], probs[big], rtol=1e-9, atol=1e-15)
+
+
+def test_discretized_decoder_stable_at_tiny_variance():
+    # mean inside a bin, variance 1e-30: that bin has probability 1 (log p = 0), neighbours finite but tiny
+    x = torch.tensor([0.0, 0.125, -1.0, 1.0], dtype=F64)
+    logp = discretized_gaussian_log_likelihood(x, torch.tensor([0.01, 0.01, -1.2, 1.3], dtype=F64), 1e-30, LEVELS)
+    assert logp[0].item() == 0.0 and logp[2].item() == 0.0 and logp[3].item() == 0.0
+    assert logp[1].item() < -1e20 and not math.isnan(logp[1].item())
+
+
+# -- bad input -----------------------------------------------------------------------------------------------------
+
+
+def _bad(schedule, x, match, model=None, **kw):
+    m = model or AffineEps(schedule)
+    with pytest.raises(ValueError, match=match):
+        variational_bound(m, schedule, x, **kw)
+
+
+def test_bad_data_raises(schedule, x0):
+    _bad(schedule, x0 * 1.5, r"outside \[-1, 1\]", levels=LEVELS)
+    _bad(schedule, x0 * 0.98, "off the grid", levels=LEVELS)
+    _bad(schedule, x0, "levels", levels=None)
+    _bad(schedule, torch.full((2, DIM), float("nan"), dtype=F64), "NaN", decoder="gaussian")
+    _bad(schedule, torch.zeros(DIM, dtype=F64), r"shape \(N, \.\.\.\)", decoder="gaussian")
+    _bad(schedule, torch.zeros(2, DIM, dtype=torch.long), "floating-point", decoder="gaussian")
+
+
+def test_bad_model_output_raises(schedule, x0):
+    _bad(schedule, x0, "NaN or Inf", model=lambda x, k: x * float("nan"), levels=LEVELS)
+    _bad(schedule, x0, "NaN or Inf", model=lambda x, k: x / 0.0, levels=LEVELS)
+    _bad(schedule, x0, "shape mismatch", model=lambda x, k: x[:, :2], levels=LEVELS)
+    _bad(schedule, x0, "shape mismatch", model=lambda x, k: x[:-1], levels=LEVELS)
+    _bad(schedule, x0, "needs an eps_model that returns", levels=LEVELS, variance="learned")
+
+
+def test_bad_options_raise(schedule, x0):
+    _bad(schedule, x0, "estimator", levels=LEVELS, estimator="exact")
+    _bad(schedule, x0, "num_samples", levels=LEVELS, estimator="uniform", num_samples=1)
+    _bad(schedule, x0, "even", levels=LEVELS, estimator="stratified", num_samples=5)
+    _bad(schedule, x0, "proposal", levels=LEVELS, estimator="importance", proposal=torch.ones(T - 1))
+    _bad(schedule, x0, "> 0", levels=LEVELS, estimator="importance", proposal=torch.zeros(T))
+    _bad(schedule, x0, "decoder", decoder="bernoulli")
+    _bad(schedule, x0, "variance", levels=LEVELS, variance="small")
+    _bad(schedule, x0, "form", levels=LEVELS, form="weights")
+    _bad(schedule, x0, "chunk_size", levels=LEVELS, chunk_size=0)
+    _bad(schedule, x0, "fixed variance", levels=LEVELS, form="eps", variance=lambda k: schedule.betas[k])
+
+
+def test_timestep_out_of_range_raises(model, schedule, x0):
+    with pytest.raises(ValueError, match="out of range"):
+        bound_term(model, schedule, x0, torch.tensor([0, 1, T]), torch.zeros_like(x0), decoder="gaussian")
