@@ -174,12 +174,18 @@ def build(*, term_x0=TEXTBOOK_TERM_X0, integrand=TEXTBOOK_INTEGRAND) -> Derivati
         before=sp.Integral(-HALF * sp.Derivative(f(t), t) * g(f(t)), (t, 0, 1)),
     )
 
-    loss = sp.expand_log(sp.integrate(HALF * mmse_of_snr.subs(snr_s, v), (v, snr_min, snr_max)), force=True)
     d.step(
-        "Gaussian data x_0 ~ N(0, 1) with the optimal denoiser: E(x_0 − E[x_0|x_t])² = 1 − ᾱ = 1/(1 + SNR), so "
-        "L_∞ = ½ log((1 + SNR_max)/(1 + SNR_min))",
+        "Gaussian data x_0 ~ N(0, 1): the optimal denoiser E[x_0|x_t] has error E(x_0 − E[x_0|x_t])² = 1/(1 + SNR)",
+        1 / (1 + snr_s),
+        "Var(x_0|x_t) = Var x_0 − Cov(x_0, x_t)²/Var x_t = 1 − ᾱ with ᾱ = SNR/(1 + SNR)",
+        equal(mmse_of_snr, 1 / (1 + snr_s), method="cancel"),
+        before=sp.Symbol(r"\mathrm{mmse}(\mathrm{SNR})"),
+    )
+    loss = HALF * sp.expand_log(sp.integrate(mmse_of_snr.subs(snr_s, v), (v, snr_min, snr_max)), force=True)
+    d.step(
+        "so its continuous-time bound is L_∞ = ½ log((1 + SNR_max)/(1 + SNR_min)) (the I-MMSE relation)",
         loss,
-        "Var(x_0|x_t) = Var x_0 − Cov(x_0, x_t)²/Var x_t = 1 − ᾱ; integrate ½/(1 + v) from SNR_min to SNR_max",
+        "integrate ½/(1 + v) from SNR_min to SNR_max",
         equal(loss, HALF * sp.log((1 + snr_max) / (1 + snr_min)), method="expand_log"),
         before=HALF * sp.Integral(1 / (1 + v), (v, snr_min, snr_max)),
     )
