@@ -1,0 +1,228 @@
+"""E5 -- the forward marginal q(x_t|x_0) = N(√ᾱ_t x_0, 1 - ᾱ_t), by induction over t.
+
+Guide section: "Forward diffusion noise process".  One forward step is q(x_t|x_{t-1}) = N(√α_t x_{t-1}, β_t)
+with α_t = 1 - β_t and ᾱ_t = α_1 ⋯ α_t (scalar x; the image case applies it per pixel).  The derivation merges
+two Gaussian steps by evaluating the convolution integral (completing the square plus the Gaussian integral
+∫ exp(-a w²) dw = √(π/a), integrated by SymPy), unrolls the merged recurrence for t = 3 to obtain the closed
+form, and proves it for every t by induction (base case t = 1, inductive step t-1 → t).
+
+Exports (argument order fixed; all in nats where a log appears):
+
+- ``mean(x0, alpha_bar)``: √ᾱ_t x_0, the mean of q(x_t|x_0).
+- ``variance(alpha_bar)``: 1 - ᾱ_t, its variance.
+- ``sample(x0, eps, alpha_bar)``: √ᾱ_t x_0 + √(1-ᾱ_t) ε, a reparameterized draw (ε ~ N(0, 1)).
+- ``eps_from_xt(xt, x0, alpha_bar)``: the ε that produced x_t from x_0.
+- ``step_mean(x_prev, beta)``: √(1-β_t) x_{t-1}, the mean of one forward step q(x_t|x_{t-1}).
+- ``step_variance(beta)``: β_t, its variance.
+
+Claims (overridable for tests): ``mean`` and ``variance``, expressions in this module's ``x0`` and
+``alpha_bar``.  Numeric counterparts are tested in ``tests/test_symbolic_diffusion.py`` against a sampled chain.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from ._logalg import log_coefficients_equal, log_poly_residual, quadratic_coeffs
+from .core import Derivation, coefficients_equal, holds, integral_equals
+from .gaussian_kl import log_normal  # the function behind E1's exported ``log_density``
+
+x0, xt, x_prev, eps, w = sp.symbols("x0 xt x_prev eps w", real=True)
+beta, alpha, alpha_bar, alpha_bar_prev = sp.symbols("beta alpha alpha_bar alpha_bar_prev", positive=True)
+m = sp.Symbol("m", real=True)  # mean of the inductive hypothesis q(x_{t-1}|x_0)
+v = sp.Symbol("v", positive=True)  # its variance
+a = sp.Symbol("a", positive=True)
+
+TEXTBOOK_MEAN = sp.sqrt(alpha_bar) * x0
+TEXTBOOK_VARIANCE = 1 - alpha_bar
+
+STEP_MEAN = sp.sqrt(1 - beta) * x_prev  # q(x_t|x_{t-1}) = N(√α_t x_{t-1}, β_t): the definition of the forward step
+STEP_VARIANCE = beta
+ONE_MINUS = {beta: 1 - alpha}  # α_t = 1 - β_t, imposed before comparing
+
+
+def build(*, mean=TEXTBOOK_MEAN, variance=TEXTBOOK_VARIANCE) -> Derivation:
+    """Build E5. ``mean``/``variance`` are the claimed closed forms in ``x0``, ``alpha_bar`` (tests pass wrong ones)."""
+    d = Derivation(
+        "forward_marginal", "E5", "Forward marginal q(x_t|x_0) by induction", "Forward diffusion noise process"
+    )
+    step_mean = STEP_MEAN.subs(ONE_MINUS)  # √α x_{t-1}
+    log_step = log_normal(xt, step_mean, STEP_VARIANCE).subs(ONE_MINUS)
+
+    # 1. The forward step as a reparameterized draw: change of variables ε -> x_t has the step's density.
+    eps_of_xt = (xt - step_mean) / sp.sqrt(1 - alpha)
+    d.step(
+        "One forward step q(x_t|x_{t-1}) = N(√α_t x_{t-1}, β_t), α_t = 1 - β_t, is the draw"
+        " x_t = √α_t x_{t-1} + √β_t ε",
+        log_step,
+        "change of variables ε = (x_t - √α_t x_{t-1})/√β_t, Jacobian 1/√β_t",
+        log_coefficients_equal(log_normal(eps_of_xt, 0, 1) - sp.log(1 - alpha) / 2, log_step, [xt, x_prev]),
+        before=sp.Symbol("log q(x_t|x_{t-1})"),
+    )
+
+    # 2. The Gaussian integral, evaluated by SymPy.
+    d.step(
+        "Gaussian integral: ∫ exp(-a w²) dw = √(π/a) for a > 0",
+        sp.sqrt(sp.pi / a),
+        "SymPy integrates it",
+        integral_equals(sp.exp(-a * w**2), w, sp.sqrt(sp.pi / a)),
+        before=sp.Integral(sp.exp(-a * w**2), (w, -sp.oo, sp.oo)),
+    )
+
+    # 3. Merge: q(x_t|x_0) = ∫ q(x_t|x_{t-1}) N(x_{t-1}; m, v) dx_{t-1}.  The log-integrand is quadratic in x_{t-1}.
+    log_integrand = log_step + log_normal(x_prev, m, v)
+    A, B, C = quadratic_coeffs(log_integrand, x_prev)
+    A, B = sp.cancel(A), sp.cancel(B)
+    square = A * (x_prev + B / (2 * A)) ** 2 + C - B**2 / (4 * A)
+    ga, gb, gc = sp.symbols("A B C", real=True)  # the completing-the-square identity, for generic coefficients
+    generic_square = coefficients_equal(
+        ga * x_prev**2 + gb * x_prev + gc, ga * (x_prev + gb / (2 * ga)) ** 2 + gc - gb**2 / (4 * ga), [x_prev]
+    )
+    d.step(
+        "Merge two Gaussian steps: with q(x_{t-1}|x_0) = N(m, v), the log-integrand of ∫ q(x_t|x_{t-1}) q(x_{t-1}|x_0)"
+        " dx_{t-1} is A x_{t-1}² + B x_{t-1} + C; complete the square",
+        square,
+        "A = -(α_t/β_t + 1/v)/2 < 0, so the integral is Gaussian in x_{t-1}",
+        holds(
+            lambda: (
+                coefficients_equal(log_integrand, A * x_prev**2 + B * x_prev + C, [x_prev]).run()[0]
+                and generic_square.run()[0]
+                and sp.cancel((-2 * A - (alpha / beta + 1 / v)).subs(ONE_MINUS)) == 0
+                and bool((alpha / beta + 1 / v).is_positive),
+                "coefficients in x_prev agree; -2A = α/β + 1/v > 0",
+            ),
+            "coefficients in x_prev agree and -2A = α/β + 1/v > 0",
+        ),
+        before=log_integrand,
+    )
+
+    # 4. Integrate out x_{t-1} with the Gaussian integral (a = -A after the shift): log q(x_t|x_0).
+    log_marg = C - B**2 / (4 * A) + sp.log(sp.pi) / 2 - sp.log(-A) / 2
+    c2, c1, _ = quadratic_coeffs(log_marg, xt)
+    merged_var = sp.factor(sp.cancel(-1 / (2 * c2)))
+    merged_mean = sp.factor(sp.cancel(c1 * merged_var))
+    d.step(
+        "Integrating out x_{t-1}: log q(x_t|x_0) = C - B²/(4A) + ½ log(π/(-A)), a Gaussian log-density in x_t with"
+        " mean and variance read off its coefficients (derived, not typed in)",
+        sp.Eq(sp.Symbol("q(x_t|x_0)"), sp.Symbol(f"N({sp.sstr(merged_mean)}, {sp.sstr(merged_var)})")),
+        "Gaussian integral of step 2; mean = -c₁/(2c₂), variance = -1/(2c₂) from the x_t-coefficients",
+        log_coefficients_equal(log_marg, log_normal(xt, merged_mean, merged_var), [xt]),
+        before=log_marg,
+    )
+    d.step(
+        "which is what linearity says: mean √α_t m, variance α_t v + β_t (independent noises add variances)",
+        sp.Tuple(merged_mean, merged_var),
+        "E[√α_t x_{t-1} + √β_t ε] = √α_t m;  Var = α_t v + β_t",
+        holds(
+            lambda: (
+                sp.cancel(merged_mean - sp.sqrt(alpha) * m) == 0
+                and sp.cancel(merged_var - (alpha * v + 1 - alpha)) == 0,
+                "mean - √α m = 0 and variance - (α v + β) = 0",
+            ),
+            "cancel(derived - linearity) == 0 for mean and variance",
+        ),
+        before=sp.Tuple(sp.sqrt(alpha) * m, alpha * v + beta),
+    )
+
+    # 5. Unroll the merged recurrence for t = 3 from x_0 (m = x_0, v = 0): the closed form in ᾱ_3 alone.
+    als = sp.symbols("alpha_1:4", positive=True)
+    mt, vt = x0, sp.Integer(0)
+    for al in als:
+        mt, vt = (merged_mean.subs({m: mt, v: vt, alpha: al}), sp.expand(merged_var.subs({m: mt, v: vt, alpha: al})))
+    in_alpha_bar = {als[2]: alpha_bar / (als[0] * als[1])}
+    derived_mean = sp.cancel(mt.subs(in_alpha_bar))
+    derived_var = sp.cancel(vt.subs(in_alpha_bar))
+    d.step(
+        "Unrolling the merge three times from x_0: q(x_3|x_0) = N(√(α₁α₂α₃) x_0, 1 - α₁α₂α₃), which depends on the"
+        " α's only through ᾱ_3 = α₁α₂α₃",
+        sp.Tuple(derived_mean, derived_var),
+        "substitute α₃ = ᾱ_3/(α₁α₂): α₁ and α₂ drop out",
+        holds(
+            lambda: (
+                (derived_mean.free_symbols | derived_var.free_symbols) <= {x0, alpha_bar},
+                f"free symbols {sorted(map(str, derived_mean.free_symbols | derived_var.free_symbols))}",
+            ),
+            "the unrolled mean and variance depend on x_0 and ᾱ_3 only",
+        ),
+        before=sp.Tuple(mt, vt),
+    )
+
+    # 6. Base case t = 1: ᾱ_1 = α_1, and the claim must be the single forward step.
+    base_mean = mean.subs(alpha_bar, alpha)
+    base_var = variance.subs(alpha_bar, alpha)
+    d.step(
+        "Base case t = 1 (ᾱ_1 = α_1): the claimed N(√ᾱ_1 x_0, 1 - ᾱ_1) is the single step N(√α_1 x_0, β_1)",
+        sp.Tuple(base_mean, base_var),
+        "1 - ᾱ_1 = 1 - α_1 = β_1",
+        holds(
+            lambda: (
+                sp.cancel(base_mean - step_mean.subs(x_prev, x0)) == 0 and sp.cancel(base_var - (1 - alpha)) == 0,
+                f"mean residual {sp.cancel(base_mean - step_mean.subs(x_prev, x0))}, "
+                f"variance residual {sp.cancel(base_var - (1 - alpha))}",
+            ),
+            "claimed (mean, variance) at ᾱ = α_1 minus the step's == 0",
+        ),
+        before=sp.Tuple(sp.sqrt(alpha) * x0, sp.Symbol("beta_1", positive=True)),
+    )
+
+    # 7. Inductive step: merging the claim at t-1 with one more step gives the claim at t, ᾱ_t = α_t ᾱ_{t-1}.
+    hyp = {m: mean.subs(alpha_bar, alpha_bar_prev), v: variance.subs(alpha_bar, alpha_bar_prev)}
+    step_mean_t = merged_mean.subs(hyp)
+    step_var_t = merged_var.subs(hyp)
+    claim_t = {alpha_bar: alpha * alpha_bar_prev}
+    d.step(
+        "Inductive step: if q(x_{t-1}|x_0) = N(√ᾱ_{t-1} x_0, 1 - ᾱ_{t-1}), the merge gives N(√ᾱ_t x_0, 1 - ᾱ_t)",
+        sp.Tuple(mean.subs(claim_t), variance.subs(claim_t)),
+        "√α_t √ᾱ_{t-1} = √ᾱ_t and α_t (1 - ᾱ_{t-1}) + β_t = 1 - α_t ᾱ_{t-1} = 1 - ᾱ_t",
+        holds(
+            lambda: (
+                sp.cancel(step_mean_t - mean.subs(claim_t)) == 0
+                and sp.cancel(step_var_t - variance.subs(claim_t)) == 0,
+                f"mean residual {sp.cancel(step_mean_t - mean.subs(claim_t))}, "
+                f"variance residual {sp.cancel(step_var_t - variance.subs(claim_t))}",
+            ),
+            "merged hypothesis minus the claim at ᾱ_t = α_t ᾱ_{t-1} == 0",
+        ),
+        before=sp.Tuple(step_mean_t, step_var_t),
+    )
+    d.step(
+        "By induction, q(x_t|x_0) = N(√ᾱ_t x_0, 1 - ᾱ_t) for every t, and it agrees with the unrolled t = 3 form",
+        sp.Tuple(mean, variance),
+        "base case and inductive step",
+        holds(
+            lambda: (
+                sp.cancel(derived_mean - mean) == 0 and sp.cancel(derived_var - variance) == 0,
+                "claim == unrolled closed form",
+            ),
+            "cancel(claim - unrolled) == 0",
+        ),
+        before=sp.Symbol("q(x_t|x_0)"),
+    )
+
+    # 8. Reparameterization: x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε has this law; solve it for ε.
+    sample = derived_mean + sp.sqrt(derived_var) * eps
+    s1, s0 = sp.Poly(sample, eps).all_coeffs()  # the draw is linear in ε: solve it
+    eps_from_xt = (xt - s0) / s1
+    log_q = log_normal(xt, derived_mean, derived_var)
+    d.step(
+        "Sampling x_t directly: x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε with ε ~ N(0, 1), i.e. ε = (x_t - √ᾱ_t x_0)/√(1-ᾱ_t)",
+        log_q,
+        "change of variables ε -> x_t (Jacobian 1/√(1-ᾱ_t)) gives log q(x_t|x_0)",
+        holds(
+            lambda: (
+                log_poly_residual(log_normal(eps_from_xt, 0, 1) - sp.log(derived_var) / 2 - log_q, [xt, x0]) is None
+                and sp.cancel(sample.subs(eps, eps_from_xt) - xt) == 0,
+                "log N(ε; 0, 1) - ½ log(1-ᾱ_t) == log N(x_t; √ᾱ_t x_0, 1-ᾱ_t), and ε(x_t) inverts the draw",
+            ),
+            "change-of-variables density equals the marginal",
+        ),
+        before=sp.Eq(xt, sample),
+    )
+
+    d.export("mean", derived_mean, (x0, alpha_bar), "mean of q(x_t|x_0)")
+    d.export("variance", derived_var, (alpha_bar,), "variance of q(x_t|x_0)")
+    d.export("sample", sample, (x0, eps, alpha_bar), "reparameterized draw from q(x_t|x_0)")
+    d.export("eps_from_xt", eps_from_xt, (xt, x0, alpha_bar), "noise that maps x_0 to x_t")
+    d.export("step_mean", STEP_MEAN, (x_prev, beta), "mean of one forward step q(x_t|x_{t-1})")
+    d.export("step_variance", STEP_VARIANCE, (beta,), "variance of one forward step")
+    return d

@@ -1,0 +1,313 @@
+"""E7 -- the diffusion ELBO as an exact telescoping identity, checked for concrete chains T = 3 and T = 4.
+
+Guide section: "Diffusion ELBO derivation".  For a scalar chain with forward steps q(x_t|x_{t-1}) =
+N(√α_t x_{t-1}, β_t), prior p(x_T) = N(0, 1) and *any* Gaussian reverse steps p_θ(x_{t-1}|x_t) =
+N(m_t x_t + c_t, s_t) (symbolic m_t, c_t, s_t stand in for a network), the identity of log-densities
+
+    log p_θ(x_{0:T}) - log q(x_{1:T}|x_0)
+        = log p_θ(x_0|x_1) - [log q(x_T|x_0) - log p(x_T)] - Σ_{t=2}^T [log q(x_{t-1}|x_t,x_0) - log p_θ(x_{t-1}|x_t)]
+
+holds for all x_0..x_T.  It follows from Bayes, q(x_t|x_{t-1}) = q(x_{t-1}|x_t,x_0) q(x_t|x_0)/q(x_{t-1}|x_0)
+(E6), and the telescoping of the ratios q(x_t|x_0)/q(x_{t-1}|x_0).  Every concrete identity is proved by
+comparing polynomial coefficients in the x's over the field of rational functions of the parameters, with the
+log-normalisers compared as products (``_logalg``; ~0.1 s even for T = 4, where ``simplify`` runs for minutes).
+Taking the q-expectation turns each bracket into a KL (E1), giving the ELBO
+
+    ELBO = E_q[log p_θ(x_0|x_1)] - KL(q(x_T|x_0) ‖ p(x_T))
+           - Σ_{t≥2} E_{q(x_t|x_0)} KL(q(x_{t-1}|x_t,x_0) ‖ p_θ(x_{t-1}|x_t))
+
+which is checked for T = 3 against the exact expectation under the chain's joint Gaussian law.
+
+Parametrisation: the schedule enters as r_t = √α_t > 0 (β_t = 1 - r_t², ᾱ_t = r_1² ⋯ r_t²) so that every
+coefficient is a rational function; exported results are in β_t.  The densities are built from E5's
+``step_mean``/``step_variance``/``mean``/``variance``, E6's ``mean``/``variance`` and E1's ``log_density``/``kl``.
+
+Exports (nats; T = 3 args are ``x0, x1, x2, x3, beta_1, beta_2, beta_3, m_1, m_2, m_3, c_1, c_2, c_3, s_1,
+s_2, s_3`` for the ``*_T3`` results except ``elbo_T3``, which has no x_1..x_3):
+
+- ``log_ratio_T3``: log p_θ(x_{0:3}) - log q(x_{1:3}|x_0); its expectation under q(x_{1:3}|x_0) is the ELBO.
+- ``recon_T3`` = log p_θ(x_0|x_1); ``prior_T3`` = log q(x_3|x_0) - log p(x_3); ``denoise_T3_2``, ``denoise_T3_3``
+  = log q(x_{t-1}|x_t,x_0) - log p_θ(x_{t-1}|x_t).  log_ratio = recon - prior - denoise_2 - denoise_3.
+- ``elbo_T3(x0, beta_*, m_*, c_*, s_*)``: the exact ELBO of the T = 3 chain (≤ log p_θ(x_0)).
+- ``prior_kl(x0, alpha_bar)``: KL(q(x_T|x_0) ‖ N(0, 1)) with ᾱ_T = ``alpha_bar`` (L_T).
+- ``kl_term(xt, x0, beta, alpha_bar_prev, m, c, s)``: KL(q(x_{t-1}|x_t,x_0) ‖ N(m x_t + c, s)) (L_{t-1}).
+
+Claims (overridable for tests): ``sign`` (+1: the textbook minus sign in front of Σ; -1 flips it) and
+``variance_factor`` ({(T, t): factor} multiplying β̃_t in the claimed decomposition of chain T).
+Tested in ``tests/test_symbolic_diffusion.py``.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import sympy as sp
+
+from ._logalg import _PI, LogAlgebra, log_coefficients_equal, log_poly_residual
+from .core import Derivation, holds, integral_equals
+from .forward_marginal import alpha_bar, alpha_bar_prev, beta, x0, xt
+
+CHAINS = (3, 4)
+m, c = sp.symbols("m c", real=True)
+s = sp.Symbol("s", positive=True)
+u = sp.Symbol("u", real=True)
+
+
+def _use(d, name, *values):
+    r = d.result(name)
+    return r.expr.xreplace(dict(zip(r.args, map(sp.sympify, values))))
+
+
+class _Chain:
+    """The concrete chain of length T: symbols, and every log-density as a SymPy expression."""
+
+    def __init__(self, T: int, fm, po, log_density, variance_factor: dict):
+        self.T = T
+        self.xs = (x0, *sp.symbols(f"x1:{T + 1}", real=True))
+        self.r = (None, *sp.symbols(f"r_1:{T + 1}", positive=True))  # r_t = √α_t
+        self.betas = (None, *sp.symbols(f"beta_1:{T + 1}", positive=True))
+        self.m = (None, *sp.symbols(f"m_1:{T + 1}", real=True))
+        self.c = (None, *sp.symbols(f"c_1:{T + 1}", real=True))
+        self.s = (None, *sp.symbols(f"s_1:{T + 1}", positive=True))
+        self.b = (None, *[1 - self.r[t] ** 2 for t in range(1, T + 1)])
+        ab = [sp.Integer(1)]
+        for t in range(1, T + 1):
+            ab.append(ab[-1] * self.r[t] ** 2)
+        self.ab = tuple(ab)
+        self.fm, self.po, self.log_density, self.variance_factor = fm, po, log_density, variance_factor
+
+    def ln(self, z, mu, var):
+        return _use_log(self.log_density, z, mu, var)
+
+    def fwd(self, t):  # log q(x_t|x_{t-1})
+        xs, b = self.xs, self.b[t]
+        return self.ln(xs[t], _use(self.fm, "step_mean", xs[t - 1], b), _use(self.fm, "step_variance", b))
+
+    def marg(self, t):  # log q(x_t|x_0)
+        return self.ln(self.xs[t], _use(self.fm, "mean", x0, self.ab[t]), _use(self.fm, "variance", self.ab[t]))
+
+    def post_params(self, t, *, claimed=False):
+        mean = _use(self.po, "mean", x0, self.xs[t], self.b[t], self.ab[t - 1])
+        var = _use(self.po, "variance", self.b[t], self.ab[t - 1])
+        if claimed:
+            var = var * self.variance_factor.get((self.T, t), 1)
+        return mean, var
+
+    def post(self, t, *, claimed=False):  # log q(x_{t-1}|x_t, x_0)
+        return self.ln(self.xs[t - 1], *self.post_params(t, claimed=claimed))
+
+    def rev_params(self, t):
+        return self.m[t] * self.xs[t] + self.c[t], self.s[t]
+
+    def rev(self, t):  # log p_θ(x_{t-1}|x_t)
+        return self.ln(self.xs[t - 1], *self.rev_params(t))
+
+    def prior(self):  # log p(x_T)
+        return self.ln(self.xs[self.T], 0, 1)
+
+    def to_beta(self):
+        return {self.r[t]: sp.sqrt(1 - self.betas[t]) for t in range(1, self.T + 1)}
+
+
+def _use_log(result, z, mu, var):
+    return result.expr.xreplace(dict(zip(result.args, map(sp.sympify, (z, mu, var)))))
+
+
+def _to_expr(lp) -> sp.Expr:
+    """A :class:`LogPoly` (free of radicals) back to a SymPy expression."""
+    poly = lp.ring.to_sympy(lp.poly) if hasattr(lp.ring, "to_sympy") else lp.poly.as_expr()
+    return (poly + sum(w * sp.log(a) for a, w in lp.logs.items() if w != 0)).subs(_PI, sp.pi)
+
+
+def build(*, sign=1, variance_factor=None) -> Derivation:
+    """Build E7. ``sign`` (textbook +1) and ``variance_factor`` ({(T, t): factor}) alter the claimed decomposition."""
+    from . import get
+
+    d = Derivation("telescoping", "E7", "Diffusion ELBO by telescoping", "Diffusion ELBO derivation")
+    fm, po, e1 = get("forward_marginal"), get("posterior"), get("gaussian_kl")
+    log_density, kl = e1.result("log_density"), e1.result("kl")
+    factors = {k: sp.nsimplify(v, rational=True) for k, v in (variance_factor or {}).items()}
+    sign = sp.nsimplify(sign, rational=True)
+
+    def kl_of(mu1, var1, mu2, var2):
+        return kl.expr.xreplace(dict(zip(kl.args, map(sp.sympify, (mu1, var1, mu2, var2)))))
+
+    chains = {}
+    for T in CHAINS:
+        ch = chains[T] = _Chain(T, fm, po, log_density, factors)
+        ts, xs = range(1, T + 1), ch.xs
+        lhs = ch.prior() + sum(ch.rev(t) for t in ts) - sum(ch.fwd(t) for t in ts)
+
+        # Abstract bookkeeping: one symbol per log-density, to show which terms telescope away.
+        F = {t: sp.Symbol(f"log q(x{t}|x{t - 1})") for t in ts}
+        Q = {t: sp.Symbol(f"log q(x{t}|x0)") for t in ts}
+        P = {t: sp.Symbol(f"log q(x{t - 1}|x{t},x0)") for t in ts}
+        R = {t: sp.Symbol(f"log p(x{t - 1}|x{t})") for t in ts}
+        Pr = sp.Symbol(f"log p(x{T})")
+        a_lhs = Pr + sum(R.values()) - sum(F.values())
+        bayes = {F[1]: Q[1], **{F[t]: P[t] + Q[t] - Q[t - 1] for t in ts if t >= 2}}
+        a_bayes_terms = [Pr, *R.values(), -Q[1]] + [-(P[t] + Q[t] - Q[t - 1]) for t in ts if t >= 2]
+
+        concrete = {Pr: ch.prior(), **{F[t]: ch.fwd(t) for t in ts}, **{Q[t]: ch.marg(t) for t in ts}}
+        concrete |= {P[t]: ch.post(t) for t in ts if t >= 2} | {R[t]: ch.rev(t) for t in ts}
+
+        def realise(expr, table=concrete):
+            return sum(coef * table[sym] for sym, coef in sp.expand(expr).as_coefficients_dict().items())
+
+        a_bayes_unsummed = sp.Add(*[sp.expand(t_) for t_ in a_bayes_terms], evaluate=False)
+        d.step(
+            f"T = {T}: split off t = 1 and rewrite each q(x_t|x_{{t-1}}), t ≥ 2, by Bayes (E6): q(x_t|x_{{t-1}}) ="
+            " q(x_{t-1}|x_t,x_0) q(x_t|x_0)/q(x_{t-1}|x_0)",
+            a_bayes_unsummed,
+            "log p_θ(x_{0:T}) = log p(x_T) + Σ log p_θ(x_{t-1}|x_t); log q(x_{1:T}|x_0) = Σ log q(x_t|x_{t-1})",
+            log_coefficients_equal(
+                lhs,
+                realise(a_lhs.subs(bayes)),
+                xs,
+                description=f"concrete T = {T} chain: coefficients in x0..x{T} agree over QQ(r, m, c, s), logs too",
+            ),
+            before=a_lhs,
+        )
+
+        a_tele = sp.expand(a_lhs.subs(bayes))  # SymPy's Add cancels the telescoping terms
+        counts = {}
+        for term in a_bayes_terms:
+            for sym, coef in sp.expand(term).as_coefficients_dict().items():
+                counts[sym] = counts.get(sym, 0) + coef
+        cancelled = [sym for sym, k in counts.items() if k == 0 and any(sym in t_.free_symbols for t_ in a_bayes_terms)]
+        expected = Pr + sum(R.values()) - Q[T] - sum(P[t] for t in ts if t >= 2)
+        d.step(
+            f"T = {T}: the ratios telescope, Σ_{{t=2}}^{T} [log q(x_t|x_0) - log q(x_{{t-1}}|x_0)] = log q(x{T}|x0) -"
+            f" log q(x1|x0), and log q(x1|x0) cancels the t = 1 term. Cancelled: {', '.join(map(str, cancelled))}",
+            a_tele,
+            "each log q(x_t|x_0), 1 ≤ t < T, appears once with + and once with -",
+            holds(
+                lambda a_tele=a_tele, expected=expected, cancelled=cancelled, Q=Q, T=T: (
+                    sp.expand(a_tele - expected) == 0 and set(cancelled) == {Q[t] for t in range(1, T)},
+                    f"remaining terms {sorted(map(str, sp.Add.make_args(a_tele)))}; "
+                    f"cancelled {sorted(map(str, cancelled))}",
+                ),
+                "collect the abstract log-terms; exactly log q(x_t|x_0), t < T, cancel",
+            ),
+            before=a_bayes_unsummed,
+        )
+
+        # The claimed decomposition (sign and β̃ perturbation are the claims).
+        claim_table = dict(concrete) | {P[t]: ch.post(t, claimed=True) for t in ts if t >= 2}
+        a_claim = R[1] - (Q[T] - Pr) - sign * sum(P[t] - R[t] for t in ts if t >= 2)
+        d.step(
+            f"T = {T}: regroup: log p_θ(x0:{T}) - log q(x1:{T}|x0) = log p_θ(x0|x1) - [log q(x{T}|x0) - log p(x{T})]"
+            " - Σ_{t≥2} [log q(x_{t-1}|x_t,x0) - log p_θ(x_{t-1}|x_t)]",
+            a_claim,
+            "the remaining terms, grouped as L_0, L_T and the L_{t-1}",
+            holds(
+                lambda a_claim=a_claim, a_tele=a_tele, lhs=lhs, claim_table=claim_table, xs=xs: (
+                    (sp.expand(a_claim - a_tele) == 0)
+                    and log_poly_residual(lhs - realise(a_claim, claim_table), xs) is None,
+                    f"abstract regrouping residual {sp.expand(a_claim - a_tele)}; concrete identity "
+                    f"{log_poly_residual(lhs - realise(a_claim, claim_table), xs) or 'holds: coefficients agree'}",
+                ),
+                f"abstract regrouping and the concrete T = {T} identity in x0..x{T} (logs as products)",
+            ),
+            before=a_lhs,
+        )
+
+    # ------------------------------------------------------------------------------------------------
+    # Expectations (T = 3): each bracket becomes a KL under q(x_{t-1}|x_t, x_0), then E over q(x_t|x_0).
+    # ------------------------------------------------------------------------------------------------
+    ch = chains[3]
+    xs, ts = ch.xs, range(1, 4)
+    # moments of the standard normal, integrated by SymPy (used for the chain's joint moments)
+    d.step(
+        "Moments of ε ~ N(0, 1): E[ε] = 0, E[ε²] = 1",
+        sp.Tuple(0, 1),
+        "integrate against the standard normal density",
+        holds(
+            lambda: (
+                integral_equals(u * sp.exp(-(u**2) / 2) / sp.sqrt(2 * sp.pi), u, 0).run()[0]
+                and integral_equals(u**2 * sp.exp(-(u**2) / 2) / sp.sqrt(2 * sp.pi), u, 1).run()[0],
+                "∫ u N(u) du = 0, ∫ u² N(u) du = 1",
+            ),
+            "two Gaussian integrals",
+        ),
+    )
+    # Joint law of x_1..x_3 given x_0 from the forward steps alone: x_t = r_t x_{t-1} + √β_t ε_t, so
+    # E[x_t] = r_t E[x_{t-1}], Cov(x_i, x_t) = r_t Cov(x_i, x_{t-1}) (i < t), Var(x_t) = r_t² Var(x_{t-1}) + β_t.
+    mean = {0: x0}
+    cov = {(0, 0): sp.Integer(0)}
+    for t in ts:
+        mean[t] = ch.r[t] * mean[t - 1]
+        for i in range(t):
+            cov[(i, t)] = ch.r[t] * cov[(i, t - 1)]
+        cov[(t, t)] = sp.expand(ch.r[t] ** 2 * cov[(t - 1, t - 1)] + ch.b[t])
+
+    brackets = {t: ch.post(t) - ch.rev(t) for t in (2, 3)}
+    kls = {t: kl_of(*ch.post_params(t), *ch.rev_params(t)) for t in (2, 3)}
+    prior_term = ch.marg(3) - ch.prior()
+    prior_kl = kl_of(_use(fm, "mean", x0, ch.ab[3]), _use(fm, "variance", ch.ab[3]), 0, 1)
+    lhs3 = ch.prior() + sum(ch.rev(t) for t in ts) - sum(ch.fwd(t) for t in ts)
+    recon = ch.rev(1)
+    alg = LogAlgebra([lhs3, *brackets.values(), *kls.values(), prior_term, prior_kl], xs)
+    first = {t: alg.poly(mean[t]) for t in ts}
+    second = {(i, j): alg.poly(mean[i] * mean[j] + cov[(i, j)]) for i in ts for j in ts if i <= j}
+
+    @cache
+    def chain_e(expr):  # E over q(x_{1:3}|x_0), from the joint moments of the forward chain
+        return alg(expr).expect(ts, first, second)
+
+    @cache
+    def marginal_e(expr, t):  # E over x_t ~ q(x_t|x_0) (E5), for an expression in x_t (and x_0) only
+        mu_t, v_t = _use(fm, "mean", x0, ch.ab[t]), _use(fm, "variance", ch.ab[t])
+        return alg(expr).expect([t], {t: alg.poly(mu_t)}, {(t, t): alg.poly(mu_t**2 + v_t)})
+
+    def per_term() -> tuple[bool, str]:
+        bad = [f"L_{t - 1}" for t in (2, 3) if (chain_e(brackets[t]) - marginal_e(kls[t], t)).residual()]
+        bad += ["L_T"] if (chain_e(prior_term) - alg(prior_kl)).residual() else []
+        return not bad, "all brackets agree" if not bad else f"mismatch in {', '.join(bad)}"
+
+    d.step(
+        "T = 3: each bracket's q-expectation is a KL: E_q[log q(x_{t-1}|x_t,x_0) - log p_θ(x_{t-1}|x_t)] ="
+        " E_{q(x_t|x_0)} KL(q(x_{t-1}|x_t,x_0) ‖ p_θ(x_{t-1}|x_t)) and E_q[log q(x_3|x_0) - log p(x_3)] ="
+        " KL(q(x_3|x_0) ‖ p(x_3))",
+        sp.Tuple(*kls.values(), prior_kl),
+        "q(x_{t-1}, x_t|x_0) = q(x_t|x_0) q(x_{t-1}|x_t,x_0) (E6), and the inner expectation is E1's KL",
+        holds(per_term, "exact expectation under the chain's joint Gaussian law == E over q(x_t|x_0) of E1's kl"),
+        before=sp.Tuple(*brackets.values(), prior_term),
+    )
+
+    def elbo_lp():
+        total = marginal_e(recon, 1) - alg(prior_kl)
+        for t in (2, 3):
+            total = total - marginal_e(kls[t], t) if sign == 1 else total + marginal_e(kls[t], t)
+        return total
+
+    elbo_expr = _to_expr(elbo_lp())
+    d.step(
+        "Hence the ELBO: E_q[log p_θ(x_{0:T}) - log q(x_{1:T}|x_0)] = E_q[log p_θ(x_0|x_1)] - KL(q(x_T|x_0) ‖ p(x_T))"
+        " - Σ_{t≥2} E_{q(x_t|x_0)} KL(q(x_{t-1}|x_t,x_0) ‖ p_θ(x_{t-1}|x_t))",
+        elbo_expr,
+        "take the q-expectation of the T = 3 identity term by term",
+        holds(
+            lambda: (
+                (why := (chain_e(lhs3) - elbo_lp()).residual()) is None,
+                why or "E_q of the log-ratio == the decomposed ELBO (exact, polynomial in x0 over QQ(r, m, c, s))",
+            ),
+            "exact expectation of the log-ratio under the chain vs the sum of the terms",
+        ),
+        before=sp.Symbol("E_q[log p(x_0:3) - log q(x_1:3|x_0)]"),
+    )
+
+    # Exports, in β_t (r_t = √(1 - β_t)).
+    to_beta = ch.to_beta()
+    args3 = (*xs, *ch.betas[1:], *ch.m[1:], *ch.c[1:], *ch.s[1:])
+    d.export("log_ratio_T3", lhs3.xreplace(to_beta), args3, "log p_θ(x_{0:3}) - log q(x_{1:3}|x_0), nats")
+    d.export("recon_T3", recon.xreplace(to_beta), args3, "log p_θ(x_0|x_1), nats")
+    d.export("prior_T3", prior_term.xreplace(to_beta), args3, "log q(x_3|x_0) - log p(x_3), nats")
+    for t in (2, 3):
+        d.export(f"denoise_T3_{t}", brackets[t].xreplace(to_beta), args3, f"log q(x_{t - 1}|x_{t},x_0) - log p_θ, nats")
+    d.export("elbo_T3", elbo_expr.xreplace(to_beta), (x0, *args3[4:]), "exact ELBO of the T = 3 chain, nats")
+    mu_T, v_T = _use(fm, "mean", x0, alpha_bar), _use(fm, "variance", alpha_bar)
+    d.export("prior_kl", kl_of(mu_T, v_T, 0, 1), (x0, alpha_bar), "KL(q(x_T|x_0) ‖ N(0, 1)), nats")
+    pm, pv = _use(po, "mean", x0, xt, beta, alpha_bar_prev), _use(po, "variance", beta, alpha_bar_prev)
+    d.export("kl_term", kl_of(pm, pv, m * xt + c, s), (xt, x0, beta, alpha_bar_prev, m, c, s), "L_{t-1}, nats")
+    return d
