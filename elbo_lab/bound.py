@@ -20,21 +20,29 @@ Decoder (k = 0): ``"discretized"`` −log P(x_0) of K-level data under N(μ_θ(x
 ``"gaussian"`` −log N(x_0; μ_θ(x_1, 1), σ_1²) for continuous data (a density: can be negative).  σ_1² is
 :func:`elbo_lab.diffusion.reverse_variance` at k = 0 (β_1, or the clipped β̃_2 since β̃_1 = 0).
 
-Estimators of Σ_k L_k (L_T is always exact):
+Estimators of Σ_k L_k (L_T is always exact, no network):
 
 - ``full``: every step for every image (N·T network evaluations, batched over (image, step) pairs in chunks of
   ``chunk_size`` so memory is bounded for any T and N).  Exact over t; still a one-sample Monte Carlo estimate
   over ε at each step.  Its per-image ``stderr`` is 0 ("over t"); its ε-noise is part of the spread between
   images, so :meth:`BoundResult.mean_stderr` (over images) includes it.
-- ``uniform``: M = ``num_samples`` steps k_j ~ U{0..T−1} per image, estimate (1/M) Σ_j T·L_{k_j}; stderr =
-  sample std / √M.
-- ``stratified``: M/2 contiguous strata of sizes n_s (as equal as possible), two uniform draws a, b in each:
-  estimate Σ_s n_s (L_a + L_b)/2, variance estimate Σ_s n_s² (L_a − L_b)²/4 (unbiased; one draw per stratum
-  would leave no unbiased variance estimate).
-- ``importance``: k_j ~ p (``proposal``, or estimated ∝ √E[L_k²] from a pilot by :func:`estimate_proposal`),
-  estimate (1/M) Σ_j L_{k_j}/p_{k_j} (= weights 1/(T p_k) on T·L_k); stderr = sample std / √M.
+- Sampled estimators draw M = ``num_samples`` steps per image, each with a fresh ε.  By default
+  (``exact_decoder=True``) the decoder term L_0 is evaluated at every image (two ε draws each, so that its
+  variance over ε enters the stderr: a stratum of size one) and only the
+  T − 1 KL steps k = 1..T−1 are sampled: L_0 is the one term that is not a KL, it can be negative, and for
+  continuous data it is large and of opposite sign to the rest, which would wreck any sampled estimator's
+  variance.  With ``exact_decoder=False`` all T steps are sampled.  Over the T' sampled steps:
 
-All sampled estimators are unbiased for E_ε[Σ_k L_k] and their stderr covers both the step and the ε noise.
+  - ``uniform``: k_j ~ U, estimate (1/M) Σ_j T'·L_{k_j}; stderr = sample std / √M.
+  - ``stratified``: M/2 contiguous strata of sizes n_s (as equal as possible), two uniform draws a, b in each:
+    estimate Σ_s n_s (L_a + L_b)/2, variance estimate Σ_s n_s² (L_a − L_b)²/4 (unbiased; one draw per stratum
+    would leave no unbiased variance estimate).
+  - ``importance``: k_j ~ p (``proposal``, or estimated ∝ √E[L_k²] from a pilot by :func:`estimate_proposal`),
+    estimate (1/M) Σ_j L_{k_j}/p_{k_j} (i.e. weights 1/(T' p_k) on T'·L_k); stderr = sample std / √M.
+
+All sampled estimators are unbiased for E_ε[Σ_k L_k]; their stderr is an unbiased variance estimate covering both
+the step and the ε noise.  Intervals mean ± 1.96·stderr of *one image* from few draws undercover when the terms
+are very unequal (skewed draws); the dataset-level :meth:`BoundResult.mean_stderr` averages over images.
 Units: nats; bits/dim = nats/(D ln 2) (:meth:`BoundResult.bits_per_dim`).
 Tests: ``tests/test_bound.py`` (three routes agree; unbiasedness and interval coverage; decoder; bad input).
 """
@@ -80,7 +88,7 @@ class BoundResult:
 
     total: torch.Tensor  # (N,)
     prior: torch.Tensor  # (N,) L_T
-    decoder: torch.Tensor  # (N,) L_0 (NaN if a sampled estimator never drew k = 0 for that image)
+    decoder: torch.Tensor  # (N,) L_0 (NaN only with exact_decoder=False when k = 0 was never drawn)
     terms: torch.Tensor  # (N, T)
     stderr: torch.Tensor  # (N,)
     n_evals: int
@@ -309,18 +317,20 @@ def _evaluate_pairs(eps_model, schedule, x0, pairs, P: int, gen, chunk_size, kw)
     return out
 
 
-def _sample_steps(estimator, T, N, M, proposal, gen, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(k, weight) each (N, M): the drawn code indices and the factor that turns L_k into an unbiased draw."""
+def _sample_steps(estimator, lo, T, N, M, proposal, gen, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(k, weight) each (N, M): code indices drawn from {lo..T−1} and the factor that turns L_k into an unbiased
+    one-draw estimate of Σ_{k=lo}^{T−1} L_k."""
+    n_steps = T - lo
     if estimator == "uniform":
-        k = torch.randint(0, T, (N, M), generator=gen, device=gen.device)
-        return k.to(device), torch.full((N, M), float(T), dtype=torch.float64, device=device)
-    if estimator == "importance":
+        k = lo + torch.randint(0, n_steps, (N, M), generator=gen, device=gen.device)
+        return k.to(device), torch.full((N, M), float(n_steps), dtype=torch.float64, device=device)
+    if estimator == "importance":  # proposal (T,) with proposal[:lo] = 0
         k = torch.multinomial(proposal.to(gen.device), N * M, replacement=True, generator=gen).reshape(N, M)
         k = k.to(device)
         return k, 1.0 / proposal.to(device)[k]
-    # stratified: S = M/2 strata [e_s, e_{s+1}), two draws in each; column 2s and 2s+1 belong to stratum s
+    # stratified: S = M/2 strata [e_s, e_{s+1}) of {lo..T−1}, two draws in each; columns 2s and 2s+1 = stratum s
     S = M // 2
-    edges = torch.linspace(0, T, S + 1, dtype=torch.float64).round().long()  # (S+1,)
+    edges = lo + torch.linspace(0, n_steps, S + 1, dtype=torch.float64).round().long()  # (S+1,)
     sizes = (edges[1:] - edges[:-1]).repeat_interleave(2)  # (M,)
     lows = edges[:-1].repeat_interleave(2)
     u = torch.rand((N, M), generator=gen, dtype=torch.float64, device=gen.device).cpu()
@@ -338,12 +348,16 @@ def _combine(estimator, values, weights) -> tuple[torch.Tensor, torch.Tensor]:
     return y.mean(1), y.std(1) / math.sqrt(M)
 
 
-def _check_proposal(proposal, T: int) -> torch.Tensor:
-    p = torch.as_tensor(proposal, dtype=torch.float64).flatten()
+def _check_proposal(proposal, T: int, lo: int) -> torch.Tensor:
+    """The proposal over code indices (T,), restricted to k ≥ lo and renormalised."""
+    p = torch.as_tensor(proposal, dtype=torch.float64).flatten().clone()
     if p.shape[0] != T:
         raise ValueError(f"shape mismatch: proposal has {p.shape[0]} entries for T = {T} steps")
-    if not bool(torch.isfinite(p).all()) or not bool((p > 0).all()):
-        raise ValueError("proposal must be finite and > 0 at every step (else the estimator is biased)")
+    p[:lo] = 0.0
+    if not bool(torch.isfinite(p).all()) or not bool((p[lo:] > 0).all()):
+        raise ValueError(
+            f"proposal must be finite and > 0 at every sampled step k >= {lo} (else the estimate is biased)"
+        )
     return p / p.sum()
 
 
@@ -356,7 +370,8 @@ def estimate_proposal(
     generator=None,
     **kwargs,
 ) -> torch.Tensor:
-    """Importance proposal p_k ∝ √(mean over pilot images of L_k²), mixed with the uniform law:
+    """Importance proposal p_k ∝ √(mean over pilot images of L_k²) (Nichol & Dhariwal 2021's loss-aware
+    sampler, used here for evaluation), mixed with the uniform law:
     p = (1 − mix)·p_pilot + mix/T, (T,) float64 summing to 1 (k = t − 1).  Costs N_pilot·T network evaluations
     (the full estimator on the pilot images).  ``mix`` > 0 keeps every weight 1/(T p_k) ≤ 1/mix.
     ``kwargs`` go to :func:`variational_bound` (variance, decoder, levels, chunk_size, ...).
@@ -386,6 +401,7 @@ def variational_bound(
     chunk_size: int = DEFAULT_CHUNK,
     form: str = "kl",
     model_dtype=None,
+    exact_decoder: bool = True,
     bits_per_dim: bool = False,
 ) -> BoundResult:
     """The variational bound (NLL bound, nats, ≥ −log p_θ(x_0)) of ``eps_model`` for each image of ``x0``.
@@ -394,8 +410,10 @@ def variational_bound(
     k (B,) long code index (k = 0..T−1 ↔ paper step t = k + 1).  x0 (N, *shape) in [−1, 1] on K = ``levels``
     levels for ``decoder="discretized"``; any finite values for ``decoder="gaussian"``.
     ``estimator``: "full" | "uniform" | "stratified" | "importance" (see the module docstring); ``num_samples``
-    steps per image for the sampled ones (default 32; ≥ 2; even for stratified).  ``proposal`` (T,) for
-    "importance", else estimated from the first ``pilot_images`` images (counted in ``n_evals``).
+    steps per image for the sampled ones (default 32; ≥ 2; even for stratified).  ``exact_decoder`` (default):
+    sampled estimators evaluate L_0 at every image (two extra evaluations each) and sample only k ≥ 1; False:
+    sample all k = 0..T−1.  ``proposal`` (T,) for "importance" (entries k < 1 ignored with ``exact_decoder``),
+    else estimated from the first ``pilot_images`` images (counted in ``n_evals``).
     ``generator``: torch.Generator, int seed, or None (seed 0).  Bookkeeping is float64.
     Bad input raises ValueError naming the problem.  Test: tests/test_bound.py.
     """
@@ -430,8 +448,14 @@ def variational_bound(
     M = DEFAULT_SAMPLES if num_samples is None else num_samples
     if isinstance(M, bool) or not isinstance(M, int) or M < 2:
         raise ValueError(f"num_samples must be an int >= 2 (a standard error needs two draws), got {M!r}")
-    if estimator == "stratified" and (M % 2 or M // 2 > T):
-        raise ValueError(f"stratified needs an even num_samples <= 2T = {2 * T} (two draws per stratum), got {M}")
+    lo = 1 if exact_decoder else 0  # sampled steps: k = lo..T−1
+    if T - lo < 1:
+        raise ValueError("T = 1 with exact_decoder: there are no steps to sample; use estimator='full'")
+    if estimator == "stratified" and (M % 2 or M // 2 > T - lo):
+        raise ValueError(
+            f"stratified needs an even num_samples <= {2 * (T - lo)} (two draws per stratum of the {T - lo} "
+            f"sampled steps), got {M}"
+        )
     n_pilot = 0
     if estimator == "importance":
         if proposal is None:
@@ -440,9 +464,9 @@ def variational_bound(
                 eps_model, schedule, pilot, generator=gen, chunk_size=chunk_size, **kw, bits_per_dim=False
             )
             n_pilot = pilot.shape[0] * T
-        proposal = _check_proposal(proposal, T).to(x0.device)
+        proposal = _check_proposal(proposal, T, lo).to(x0.device)
 
-    k, weights = _sample_steps(estimator, T, N, M, proposal, gen, x0.device)  # (N, M) each
+    k, weights = _sample_steps(estimator, lo, T, N, M, proposal, gen, x0.device)  # (N, M) each
     n, k_flat = torch.arange(N, device=x0.device).repeat_interleave(M), k.flatten()
     values = _evaluate_pairs(
         eps_model, schedule, x64, lambda a, b: (n[a:b], k_flat[a:b]), N * M, gen, chunk_size, kw
@@ -451,13 +475,24 @@ def variational_bound(
     sums = torch.zeros(N, T, dtype=torch.float64, device=x0.device).scatter_add_(1, k, values)
     counts = torch.zeros(N, T, dtype=torch.float64, device=x0.device).scatter_add_(1, k, torch.ones_like(values))
     terms = torch.where(counts > 0, sums / counts.clamp(min=1), torch.full_like(sums, float("nan")))
+    n_evals = N * M + n_pilot
+    if exact_decoder:  # L_0 at every image: a stratum of size 1 with two ε draws (for an unbiased variance)
+        img = torch.arange(N, device=x0.device).repeat_interleave(2)
+        zeros = torch.zeros(2 * N, dtype=torch.long, device=x0.device)
+        dec = _evaluate_pairs(
+            eps_model, schedule, x64, lambda a, b: (img[a:b], zeros[a:b]), 2 * N, gen, chunk_size, kw
+        ).reshape(N, 2)
+        terms[:, 0] = dec.mean(1)
+        estimate = estimate + dec.mean(1)
+        stderr = (stderr.pow(2) + (dec[:, 0] - dec[:, 1]).pow(2) / 4).sqrt()
+        n_evals += 2 * N
     result = BoundResult(
         prior + estimate,
         prior,
         terms[:, 0].clone(),
         terms,
         stderr,
-        N * M + n_pilot,
+        n_evals,
         dim,
         estimator=estimator,
         num_samples=M,

@@ -197,9 +197,9 @@ def ramp():
     """A well-conditioned case (terms of similar size, D = 16) where the per-run CLT holds at M = 8."""
     s = NoiseSchedule.from_betas(np.linspace(0.05, 0.3, T))
     g = torch.Generator().manual_seed(1)
-    x = torch.randint(0, LEVELS, (10, 16), generator=g).to(F64) * 2 / (LEVELS - 1) - 1
+    x = torch.randint(0, LEVELS, (20, 16), generator=g).to(F64) * 2 / (LEVELS - 1) - 1
     m = AffineEps(s, dim=16)
-    exact = exact_terms(m, s, x, "posterior").sum(1) + exact_prior(s, x)  # (10,) E_ε of each image's bound
+    exact = exact_terms(m, s, x, "posterior").sum(1) + exact_prior(s, x)  # (20,) E_ε of each image's bound
     return s, m, x, torch.from_numpy(exact)
 
 
@@ -219,15 +219,25 @@ def _coverage_check(r: BoundResult, exact: torch.Tensor, reps: int) -> None:
 
 
 @pytest.mark.parametrize(
-    ("estimator", "num_samples"), [("uniform", 8), ("stratified", 8), ("importance", 8), ("importance", 4)]
+    ("estimator", "num_samples", "exact_decoder"),
+    [
+        ("uniform", 8, True),
+        ("stratified", 8, True),
+        ("importance", 8, True),
+        ("importance", 4, True),
+        ("uniform", 8, False),
+        ("stratified", 8, False),
+        ("importance", 8, False),
+    ],
 )
-def test_sampled_estimators_unbiased_with_honest_intervals(ramp, estimator, num_samples):
-    """200 runs over the same 10 images: unbiased, honest per-image stderr, 95% intervals cover 90–99%."""
+def test_sampled_estimators_unbiased_with_honest_intervals(ramp, estimator, num_samples, exact_decoder):
+    """300 runs over the same 20 images: unbiased, honest per-image stderr, 95% intervals cover 90–99%."""
     s, m, x, exact = ramp
-    reps = 200
-    kw = dict(decoder="gaussian", variance="posterior", num_samples=num_samples, generator=21)
+    reps = 300
+    kw = dict(decoder="gaussian", num_samples=num_samples, exact_decoder=exact_decoder, generator=21)
     r = variational_bound(m, s, x.repeat(reps, 1), estimator=estimator, **kw)
-    assert r.n_evals == reps * x.shape[0] * num_samples + r.n_pilot_evals
+    n = reps * x.shape[0]
+    assert r.n_evals == n * num_samples + r.n_pilot_evals + (2 * n if exact_decoder else 0)
     _coverage_check(r, exact, reps)
     # and the sampled mean agrees with ``full`` within their combined error bars
     full = variational_bound(m, s, x.repeat(20, 1), decoder="gaussian", generator=22)
@@ -246,9 +256,10 @@ def test_importance_proposal_pilot_and_given(model, schedule, x0):
     p = estimate_proposal(model, schedule, x0, decoder="gaussian", generator=1)
     assert p.shape == (T,) and abs(p.sum().item() - 1) < 1e-12 and bool((p >= 0.05 / T).all())
     r = variational_bound(model, schedule, x0, estimator="importance", decoder="gaussian", proposal=p, num_samples=4)
-    assert r.n_pilot_evals == 0 and r.n_evals == 3 * 4 and torch.allclose(r.proposal, p)
+    assert r.n_pilot_evals == 0 and r.n_evals == 3 * 4 + 6  # + two decoder evaluations per image
+    assert r.proposal[0] == 0 and torch.allclose(r.proposal[1:], p[1:] / p[1:].sum())  # k = 0 is not sampled
     r2 = variational_bound(model, schedule, x0, estimator="importance", decoder="gaussian", pilot_images=2)
-    assert r2.n_pilot_evals == 2 * T and r2.n_evals == 3 * 32 + 2 * T
+    assert r2.n_pilot_evals == 2 * T and r2.n_evals == 3 * 32 + 2 * T + 6
 
 
 def test_importance_beats_uniform_variance(model, schedule, x0):
@@ -260,11 +271,16 @@ def test_importance_beats_uniform_variance(model, schedule, x0):
 
 
 def test_sampled_terms_and_counts(model, schedule, x0):
-    r = variational_bound(model, schedule, x0, estimator="stratified", decoder="gaussian", num_samples=2 * T)
-    # 2 draws in each of T strata of size 1: every step evaluated twice, so no NaN columns
+    r = variational_bound(model, schedule, x0, estimator="stratified", decoder="gaussian", num_samples=2 * (T - 1))
+    # 2 draws in each of T − 1 strata of size 1 (k = 1..T−1) plus the exact decoder: no NaN columns
     assert not bool(r.terms.isnan().any()) and r.estimator == "stratified"
     r = variational_bound(model, schedule, x0, estimator="uniform", decoder="gaussian", num_samples=2)
-    assert bool(r.terms.isnan().any()) and bool(torch.isfinite(r.total).all())
+    assert bool(r.terms[:, 1:].isnan().any()) and bool(torch.isfinite(r.total).all())
+    assert bool(torch.isfinite(r.decoder).all())
+    full = variational_bound(model, schedule, x0, decoder="gaussian", generator=0)
+    same = variational_bound(model, schedule, x0, estimator="uniform", decoder="gaussian", generator=0)
+    assert not torch.equal(full.decoder, same.decoder)  # independent ε, but the same term:
+    assert bool(((full.decoder - same.decoder).abs() < 50).all())
 
 
 # -- chunking, units, learned variance, L_simple -------------------------------------------------------------------
@@ -375,6 +391,8 @@ def test_bad_options_raise(schedule, x0):
     _bad(schedule, x0, "estimator", levels=LEVELS, estimator="exact")
     _bad(schedule, x0, "num_samples", levels=LEVELS, estimator="uniform", num_samples=1)
     _bad(schedule, x0, "even", levels=LEVELS, estimator="stratified", num_samples=5)
+    _bad(schedule, x0, "even", levels=LEVELS, estimator="stratified", num_samples=2 * T)
+    _bad(NoiseSchedule.from_betas([0.1]), x0, "no steps to sample", levels=LEVELS, estimator="uniform")
     _bad(schedule, x0, "proposal", levels=LEVELS, estimator="importance", proposal=torch.ones(T - 1))
     _bad(schedule, x0, "> 0", levels=LEVELS, estimator="importance", proposal=torch.zeros(T))
     _bad(schedule, x0, "decoder", decoder="bernoulli")
