@@ -362,6 +362,19 @@ def test_engine_full_estimator_per_image(variance):
     assert (pb.total >= -data.model_log_marginal(sch, variance, x0)).all()
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("variance", VARIANCES)
+def test_engine_full_estimator_matches_closed_form_T1000(variance):
+    """As the fast test, at the published scale: cosine(1000), 1000 images (1M network evaluations)."""
+    data, sch = make_gaussian(D=4, seed=6), NoiseSchedule.cosine(1000)
+    N = 1000
+    x0 = data.sample(N, torch.Generator().manual_seed(17))
+    r = variational_bound(data.optimal_eps(sch), sch, x0, decoder="gaussian", variance=variance, generator=18)
+    assert abs(r.mean() - float(data.expected_bound(sch, variance).total)) < 4 * r.mean_stderr()
+    diff = r.total - data.pointwise_bound(sch, variance, x0).total
+    assert diff.mean().abs() < 4 * diff.std() / math.sqrt(N)
+
+
 @pytest.mark.parametrize("estimator", ["uniform", "stratified", "importance"])
 def test_engine_sampled_estimators_unbiased_against_closed_form(estimator):
     """Sampled estimators vs. the exact per-image expectation: mean of (estimate − closed form) over images is
