@@ -7,7 +7,9 @@ schedule (linear as published, cosine), reverse variance (σ_t² = β̃_t "poste
     gap vs p_θ = E[bound] − E[−log p_θ(x_0)]  (the variational gap, ≥ 0)
     gap vs H   = E[bound] − H                 (≥ gap vs p_θ; adds KL(data ‖ p_θ))
 
-in nats and bits/dim (nats / (D ln 2)).  Usage::
+in nats and bits/dim (nats / (D ln 2)).  With σ_t² = β_t the gap shrinks roughly like 1/T; with σ_t² = β̃_t it levels
+off at ≈ D(γ + 1 − ln 2)/2 ≈ 0.442 D nats (γ = Euler's constant: the first steps' β̃_t ≈ β_t (t−1)/t is too small,
+and the clipped decoder variance β̃_2 ≈ β_1/2 adds ½(1 − ln 2) per dimension; tests/test_oracles.py).  Usage::
 
     .venv/bin/python experiments/gap_vs_T.py [--dim 4] [--seed 0] [--T 10 100 1000 10000] [--json out.json]
 """
