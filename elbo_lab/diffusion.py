@@ -27,6 +27,7 @@ from .schedule import NoiseSchedule
 __all__ = [
     "eps_weight",
     "p_sample_step",
+    "predict_eps",
     "predict_x0",
     "q_marginal",
     "q_posterior",
@@ -120,6 +121,17 @@ def predict_x0(schedule: NoiseSchedule, xt: torch.Tensor, k, eps: torch.Tensor) 
     """
     _same_shape(xt, eps, "xt and eps")
     return (xt - _at(schedule.one_minus_alpha_bars.sqrt(), k, xt) * eps) / _at(schedule.alpha_bars.sqrt(), k, xt)
+
+
+def predict_eps(schedule: NoiseSchedule, xt: torch.Tensor, k, x0: torch.Tensor) -> torch.Tensor:
+    """ε = (x_t − √ᾱ_t x_0) / √(1 − ᾱ_t): the noise that maps x_0 to x_t (used to turn an x_0 prediction into ε̂);
+    k = t − 1.
+
+    Derivation: E5 ``forward_marginal`` result ``eps_from_xt``.  Test: tests/test_ddpm.py (vs. SymPy; inverts
+    :func:`q_sample`).
+    """
+    _same_shape(xt, x0, "xt and x0")
+    return (xt - _at(schedule.alpha_bars.sqrt(), k, xt) * x0) / _at(schedule.one_minus_alpha_bars.sqrt(), k, xt)
 
 
 # ---------------------------------------------------------------------------------------------------------------
