@@ -213,7 +213,12 @@ class Result:
 
     @cached_property
     def torch(self) -> Callable:
-        return sp.lambdify(self.args, self.expr, modules="torch")
+        # torch.sqrt/log/exp reject Python numbers: evaluate constant subexpressions (sqrt(2), log(pi)) first.
+        expr = self.expr.replace(
+            lambda e: e.is_number and e.is_real and not e.is_Rational and not e.is_Float,
+            lambda e: e.evalf(17),
+        )
+        return sp.lambdify(self.args, expr, modules="torch")
 
     @property
     def arg_names(self) -> tuple[str, ...]:
