@@ -302,8 +302,9 @@ def _gap_vs_T(seed: int) -> ClaimResult:
     from ..schedule import NoiseSchedule
 
     # σ_t² = β_t: the optimal fixed variance for smooth (here Gaussian) data.  With σ_t² = β̃_t the first steps keep
-    # a T-independent variance mismatch (Σ_t ½(r − 1 − log r), r = β_t/β̃_t ≈ t/(t−1): ≈ 0.4 nats per dimension),
-    # which experiments/gap_vs_T.py prints beside this.
+    # a T-independent mismatch: D·(γ + 1 − ln 2)/2 ≈ 0.442 nats per dimension (γ/2 from β̃_t ≈ β_t (t−1)/t in the
+    # first steps, (1 − ln 2)/2 from the clipped decoder variance; tests/test_oracles.py), printed by
+    # experiments/gap_vs_T.py beside this.
     rows = gap_vs_T(_oracle(), lambda T: NoiseSchedule.cosine(T), [10, 100, 1000, 10000], variance="beta")
     gaps = [r["gap_model_bpd"] for r in rows]
     ok = all(r["gap_entropy"] >= r["gap_model"] >= 0 for r in rows) and all(a > b for a, b in zip(gaps, gaps[1:]))
