@@ -190,8 +190,38 @@ class Step:
         return f"{_text(self.before)} {self.relation} {after}"
 
 
+# How the shared symbol names of the derivations print in LaTeX (the code names stay plain identifiers).
+LATEX_NAMES = {
+    "alpha_bar": r"\bar\alpha_t",
+    "alpha_bar_prev": r"\bar\alpha_{t-1}",
+    "alpha": r"\alpha_t",
+    "beta": r"\beta_t",
+    "sigma2": r"\sigma_t^2",
+    "x0": "x_0",
+    "xt": "x_t",
+    "x_prev": "x_{t-1}",
+    "eps": r"\varepsilon",
+    "eps_hat": r"\hat\varepsilon",
+    "snr": r"\mathrm{SNR}(t)",
+    "snr_prev": r"\mathrm{SNR}(t-1)",
+    "snr_min": r"\mathrm{SNR}_{\min}",
+    "snr_max": r"\mathrm{SNR}_{\max}",
+    "var1": r"\sigma_1^2",
+    "var2": r"\sigma_2^2",
+    "var_q": r"\sigma_q^2",
+    "var_p": r"\sigma_p^2",
+    "mu_q": r"\mu_q",
+    "mu_p": r"\mu_p",
+    "err2": r"\|x_0-\hat x_0\|^2",
+    "s2": r"s^2",
+}
+
+
 def _latex(e: sp.Basic) -> str:
-    return e if isinstance(e, str) else sp.latex(e)
+    if isinstance(e, str):
+        return e
+    names = {sym: LATEX_NAMES[sym.name] for sym in e.free_symbols if getattr(sym, "name", None) in LATEX_NAMES}
+    return sp.latex(e, symbol_names=names)
 
 
 def _text(e: sp.Basic) -> str:
