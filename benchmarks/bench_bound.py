@@ -12,9 +12,9 @@
     distribution; its standard error is std(per-image totals)/√N (``BoundResult.mean_stderr()``), which
     includes the data spread and the estimator's noise.  ``full`` on N images costs N·T evaluations; a sampled
     estimator with M steps per image and per-image variance V_M needs N' = V_M / se_full² images (fresh data
-    from the oracle), i.e. N'·M evaluations (+ the pilot).  Model: the Gaussian oracle (``elbo_lab.oracles.
-    gaussian``, D-dimensional N(m, S), MMSE ε-predictor, continuous Gaussian decoder), whose exact expected
-    bound is printed alongside.  Target: ≥ 20× fewer evaluations.
+    from the oracle), i.e. N'·(M + 2) evaluations (M sampled steps + two decoder draws per image; + the pilot).
+    Model: the Gaussian oracle (``elbo_lab.oracles.gaussian``, D-dimensional N(m, S), MMSE ε-predictor,
+    continuous Gaussian decoder), whose exact expected bound is printed alongside.  Target: ≥ 20× fewer evaluations.
 
 Run:  .venv/bin/python benchmarks/bench_bound.py [--quick]
 """
@@ -27,7 +27,7 @@ import time
 
 import torch
 
-from elbo_lab.bound import estimate_proposal, variational_bound
+from elbo_lab.bound import estimate_proposal, pilot_steps, variational_bound
 from elbo_lab.data import load_digits
 from elbo_lab.diffusion import q_sample
 from elbo_lab.nets import UNetConfig, UNetEps
@@ -78,12 +78,11 @@ def evals_to_match_full(oracle: GaussianData, schedule, n_full: int, n_sampled: 
         f"  full: N = {n_full}, {full.n_evals} evals, mean {full.mean():.4f} ± {se_full:.4f} nats "
         f"(exact expected bound {exact:.4f}; {time.perf_counter() - t0:.1f} s)"
     )
-    proposal = estimate_proposal(model, schedule, oracle.sample(4, generator=g), generator=g, **kw)
-    pilot = 4 * T
-    print(f"  importance proposal from a pilot of 4 images ({pilot} evals, amortised over any number of runs)")
-    print(
-        f"  {'estimator':>10s} {'M':>3s} {'std/image':>10s} {'mean':>10s} {'z vs exact':>10s} {'evals':>9s} {'ratio':>7s}"
-    )
+    proposal = estimate_proposal(model, schedule, oracle.sample(4, generator=g), generator=g, grid=64, **kw)
+    pilot = 4 * len(pilot_steps(T, 64))
+    print(f"  importance proposal from a pilot of 4 images x {pilot // 4} steps ({pilot} evals, reusable across runs)")
+    header = ("estimator", "M", "std/image", "mean", "z vs exact", "evals", "ratio")
+    print("  " + " ".join(f"{h:>{w}s}" for h, w in zip(header, (10, 3, 10, 10, 10, 9, 7))))
     for estimator in ("uniform", "stratified", "importance"):
         for M in (2, 4, 8):
             x = oracle.sample(n_sampled, generator=g)
@@ -91,7 +90,8 @@ def evals_to_match_full(oracle: GaussianData, schedule, n_full: int, n_sampled: 
                 model, schedule, x, estimator=estimator, num_samples=M, proposal=proposal, generator=g, **kw
             )
             var = float(r.total.var())
-            needed = var / se_full**2 * M
+            per_image = (r.n_evals - r.n_pilot_evals) / n_sampled  # M sampled steps + 2 decoder draws
+            needed = var / se_full**2 * per_image
             z = (r.mean() - exact) / r.mean_stderr()
             print(
                 f"  {estimator:>10s} {M:3d} {var**0.5:10.4f} {r.mean():10.4f} {z:10.2f} {needed:9.0f} "
@@ -104,10 +104,24 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--part", choices=("a", "b", "all"), default="all", help="run only benchmark (a) or (b)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: stable timings on a shared machine)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
+    oracle = GaussianData.random(64, seed=0)
+    if args.part in ("a", "all"):
+        overhead_report(args)
+    if args.part in ("b", "all"):
+        T_b = 200 if args.quick else 1000
+        n_full, n_sampled = (32, 400) if args.quick else (100, 2000)
+        print(
+            f"\n(b) evaluations to match full's standard error of the mean bound (Gaussian oracle, D = 64, T = {T_b})"
+        )
+        evals_to_match_full(oracle, NoiseSchedule.linear(T_b, scale_to_1000=True), n_full, n_sampled)
+
+
+def overhead_report(args) -> None:
     print("(a) full estimator: wall time / bare network forward passes (same batches; median of interleaved runs)")
     T_a, N_a, chunk = (50, 4, 100) if args.quick else (100, 8, 400)
     digits = load_digits().test[:N_a]  # (N, 1, 8, 8) float32, 17 levels
@@ -125,13 +139,6 @@ def main() -> None:
     print(
         f"  near-free model (oracle MMSE ε, D = 64): ratio {ratio:.2f}; bookkeeping ≈ {per_eval:.1f} µs per evaluation"
     )
-
-    T_b = 200 if args.quick else 1000
-    n_full, n_sampled = (32, 400) if args.quick else (100, 2000)
-    print(
-        f"\n(b) evaluations to reach the standard error of full's dataset-mean bound (Gaussian oracle, D = 64, T = {T_b})"
-    )
-    evals_to_match_full(oracle, NoiseSchedule.linear(T_b, scale_to_1000=True), n_full, n_sampled)
 
 
 if __name__ == "__main__":

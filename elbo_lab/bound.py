@@ -54,6 +54,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+import numpy as np
 import torch
 
 from . import diffusion as D
@@ -65,6 +66,7 @@ __all__ = [
     "bound_term",
     "estimate_proposal",
     "l_simple",
+    "pilot_steps",
     "prior_term",
     "simple_term",
     "variational_bound",
@@ -361,27 +363,55 @@ def _check_proposal(proposal, T: int, lo: int) -> torch.Tensor:
     return p / p.sum()
 
 
+def pilot_steps(T: int, grid: int | None) -> torch.Tensor:
+    """The code indices a pilot evaluates: all T if ``grid`` is None or ≥ T, else 0 and ~``grid`` − 1 steps
+    geometrically spaced in 1..T−1 (dense at small k, where the terms change fastest)."""
+    if grid is None or grid >= T or T < 3:
+        return torch.arange(T)
+    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 2:
+        raise ValueError(f"grid must be an int >= 2 or None, got {grid!r}")
+    inner = np.unique(np.round(np.geomspace(1, T - 1, grid - 1)).astype(np.int64))
+    return torch.from_numpy(np.concatenate([[0], inner]))
+
+
 def estimate_proposal(
     eps_model: Callable,
     schedule: NoiseSchedule,
     x0_pilot: torch.Tensor,
     *,
+    grid: int | None = 64,
     mix: float = 0.05,
     generator=None,
-    **kwargs,
+    variance="posterior",
+    decoder: str = "discretized",
+    levels: int | None = None,
+    form: str = "kl",
+    model_dtype=None,
+    chunk_size: int = DEFAULT_CHUNK,
 ) -> torch.Tensor:
-    """Importance proposal p_k ∝ √(mean over pilot images of L_k²) (Nichol & Dhariwal 2021's loss-aware
-    sampler, used here for evaluation), mixed with the uniform law:
-    p = (1 − mix)·p_pilot + mix/T, (T,) float64 summing to 1 (k = t − 1).  Costs N_pilot·T network evaluations
-    (the full estimator on the pilot images).  ``mix`` > 0 keeps every weight 1/(T p_k) ≤ 1/mix.
-    ``kwargs`` go to :func:`variational_bound` (variance, decoder, levels, chunk_size, ...).
+    """Importance proposal p_k ∝ √(mean over pilot images of L_k²) (the loss-aware sampler of Nichol & Dhariwal
+    2021, used here for evaluation), mixed with the uniform law: p = (1 − mix)·p_pilot + mix/T, (T,) float64
+    summing to 1, index k = t − 1.  The pilot evaluates one-sample L_k on the steps of :func:`pilot_steps`
+    (``grid``; all T if None) for every pilot image -- N_pilot·len(steps) network evaluations -- and interpolates
+    √E[L_k²] linearly in k in between.  ``mix`` > 0 keeps every weight 1/(T p_k) ≤ 1/mix.
     """
     if not 0 < mix <= 1:
         raise ValueError(f"mix must lie in (0, 1], got {mix!r}")
-    pilot = variational_bound(eps_model, schedule, x0_pilot, estimator="full", generator=generator, **kwargs)
-    rms = pilot.terms.pow(2).mean(0).sqrt()  # (T,)
-    q = rms / rms.sum() if float(rms.sum()) > 0 else torch.full_like(rms, 1.0 / schedule.T)
-    return (1.0 - mix) * q + mix / schedule.T
+    _validate_data(x0_pilot, decoder, levels)
+    s = schedule.to(x0_pilot.device)
+    gen = _generator(generator, x0_pilot.device)
+    steps = pilot_steps(s.T, grid).to(x0_pilot.device)  # (G,)
+    P, G = x0_pilot.shape[0], steps.shape[0]
+    n, k = torch.arange(P, device=x0_pilot.device).repeat_interleave(G), steps.repeat(P)
+    kw = dict(variance=variance, decoder=decoder, levels=levels, form=form, model_dtype=model_dtype or x0_pilot.dtype)
+    with torch.no_grad():
+        values = _evaluate_pairs(
+            eps_model, s, x0_pilot.to(torch.float64), lambda a, b: (n[a:b], k[a:b]), P * G, gen, chunk_size, kw
+        ).reshape(P, G)
+    rms = values.pow(2).mean(0).sqrt().cpu().numpy()  # (G,)
+    rms = torch.from_numpy(np.interp(np.arange(s.T), steps.cpu().numpy(), rms)).to(x0_pilot.device)  # (T,)
+    q = rms / rms.sum() if float(rms.sum()) > 0 else torch.full_like(rms, 1.0 / s.T)
+    return (1.0 - mix) * q + mix / s.T
 
 
 @torch.no_grad()
@@ -398,6 +428,7 @@ def variational_bound(
     num_samples: int | None = None,
     proposal=None,
     pilot_images: int = 4,
+    pilot_grid: int | None = 64,
     chunk_size: int = DEFAULT_CHUNK,
     form: str = "kl",
     model_dtype=None,
@@ -413,7 +444,8 @@ def variational_bound(
     steps per image for the sampled ones (default 32; ≥ 2; even for stratified).  ``exact_decoder`` (default):
     sampled estimators evaluate L_0 at every image (two extra evaluations each) and sample only k ≥ 1; False:
     sample all k = 0..T−1.  ``proposal`` (T,) for "importance" (entries k < 1 ignored with ``exact_decoder``),
-    else estimated from the first ``pilot_images`` images (counted in ``n_evals``).
+    else estimated from the first ``pilot_images`` images on ``pilot_grid`` steps (:func:`estimate_proposal`;
+    counted in ``n_evals``).
     ``generator``: torch.Generator, int seed, or None (seed 0).  Bookkeeping is float64.
     Bad input raises ValueError naming the problem.  Test: tests/test_bound.py.
     """
@@ -461,9 +493,9 @@ def variational_bound(
         if proposal is None:
             pilot = x0[: max(1, min(pilot_images, N))]
             proposal = estimate_proposal(
-                eps_model, schedule, pilot, generator=gen, chunk_size=chunk_size, **kw, bits_per_dim=False
+                eps_model, schedule, pilot, grid=pilot_grid, generator=gen, chunk_size=chunk_size, **kw
             )
-            n_pilot = pilot.shape[0] * T
+            n_pilot = pilot.shape[0] * len(pilot_steps(T, pilot_grid))
         proposal = _check_proposal(proposal, T, lo).to(x0.device)
 
     k, weights = _sample_steps(estimator, lo, T, N, M, proposal, gen, x0.device)  # (N, M) each

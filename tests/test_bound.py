@@ -17,7 +17,15 @@ import torch
 from scipy.stats import norm
 
 from elbo_lab import diffusion as D
-from elbo_lab.bound import BoundResult, bound_term, estimate_proposal, l_simple, prior_term, variational_bound
+from elbo_lab.bound import (
+    BoundResult,
+    bound_term,
+    estimate_proposal,
+    l_simple,
+    pilot_steps,
+    prior_term,
+    variational_bound,
+)
 from elbo_lab.gaussian import discretized_gaussian_log_likelihood, normal_log_prob
 from elbo_lab.schedule import NoiseSchedule
 from elbo_lab.symbolic import get
@@ -260,6 +268,20 @@ def test_importance_proposal_pilot_and_given(model, schedule, x0):
     assert r.proposal[0] == 0 and torch.allclose(r.proposal[1:], p[1:] / p[1:].sum())  # k = 0 is not sampled
     r2 = variational_bound(model, schedule, x0, estimator="importance", decoder="gaussian", pilot_images=2)
     assert r2.n_pilot_evals == 2 * T and r2.n_evals == 3 * 32 + 2 * T + 6
+
+
+def test_pilot_grid():
+    steps = pilot_steps(1000, 64)
+    assert steps[0] == 0 and steps[1] == 1 and steps[-1] == 999 and len(steps) <= 64
+    assert bool((steps[1:] > steps[:-1]).all())
+    assert torch.equal(pilot_steps(20, 64), torch.arange(20)) and torch.equal(pilot_steps(20, None), torch.arange(20))
+
+
+def test_proposal_on_a_grid_costs_and_interpolates(schedule, x0):
+    m = AffineEps(schedule)
+    p = estimate_proposal(m, schedule, x0, grid=6, decoder="gaussian", generator=1)
+    assert sum(m.batches) == x0.shape[0] * len(pilot_steps(T, 6)) and p.shape == (T,)
+    assert abs(p.sum().item() - 1) < 1e-12 and bool((p > 0).all())
 
 
 def test_importance_beats_uniform_variance(model, schedule, x0):
