@@ -175,6 +175,7 @@ def main(args: argparse.Namespace) -> int:
                 "estimator": est,
                 "num_samples": res.num_samples,
                 "n_evals": res.n_evals,
+                "n_pilot_evals": res.n_pilot_evals,
                 "units": "bits/dim",
                 "quantity": "negative-log-likelihood bound (>= -log p)",
                 "total": total,

@@ -209,8 +209,19 @@ class EMA:
 
 
 def build_eps_model(
-    net_cfg: dict, schedule: NoiseSchedule, *, param: str, levels: int | None, device, amp: bool = False
+    net_cfg: dict,
+    schedule: NoiseSchedule,
+    *,
+    param: str,
+    levels: int | None,
+    device,
+    amp: bool = False,
+    seed: int | None = None,
 ) -> EpsModel:
-    """An :class:`EpsModel` with a fresh network from its config dict, on ``device``."""
-    net = build_net(net_cfg).to(device)
-    return EpsModel(net, schedule.to(device), param=param, levels=levels, amp=amp)
+    """An :class:`EpsModel` with a fresh network from its config dict, on ``device``.  With ``seed`` the
+    initialisation is reproducible (drawn from a forked global RNG; the caller's RNG state is left untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        net = build_net(net_cfg)
+    return EpsModel(net.to(device), schedule.to(device), param=param, levels=levels, amp=amp)

@@ -238,7 +238,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, progre
         attention=cfg.attention,
     )
     amp = cfg.amp and device.type == "cuda"
-    model = build_eps_model(net_cfg, schedule, param=cfg.param, levels=ds.levels, device=device, amp=amp)
+    model = build_eps_model(net_cfg, schedule, param=cfg.param, levels=ds.levels, device=device, amp=amp, seed=cfg.seed)
     ema = EMA(model.net, cfg.ema_decay)
     ema_model = EpsModel(ema.net, schedule, param=cfg.param, levels=ds.levels, amp=amp)
     opt = torch.optim.AdamW(model.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
