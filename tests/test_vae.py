@@ -482,3 +482,11 @@ def test_default_training_beats_both_baselines(tmp_path):
         test["elbo_analytic"]["bits_per_dim"] + 4 * test["elbo_analytic"]["bits_per_dim_stderr"]
         < (m["baselines"]["per_pixel"]["test"]["bits_per_dim"])
     )
+
+
+def test_cli_constants_match_the_library():
+    from elbo_lab.commands import train_vae as cmd
+    from elbo_lab.vae.model import LIKELIHOODS
+
+    assert cmd.LIKELIHOODS == LIKELIHOODS
+    assert set(cmd._RESUMABLE) == set(TrainConfig.RESUMABLE)

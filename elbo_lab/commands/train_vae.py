@@ -28,8 +28,6 @@ _TRAIN_OPTS = {
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    from ..vae.model import LIKELIHOODS
-
     p.add_argument("--data", default=None, metavar="digits|FILE", help="'digits' (default) or a .npy/.npz array")
     p.add_argument("--levels", type=int, default=None, metavar="K", help="grey levels of a FILE (default: inferred)")
     p.add_argument("--epochs", type=int, default=None, metavar="N", help="maximum epochs (default 100)")
@@ -62,7 +60,8 @@ def _resolve(args, stored: dict | None, names: dict, defaults: dict, what: str) 
     return out
 
 
-_RESUMABLE = ("epochs", "patience", "iwae_k", "eval_samples")
+_RESUMABLE = ("epochs", "patience", "iwae_k", "eval_samples")  # = TrainConfig.RESUMABLE (checked again there)
+LIKELIHOODS = ("categorical", "discretized_gaussian")  # = vae.model.LIKELIHOODS; no torch import at parse time
 DEFAULT_MODEL = {"latent": 16, "hidden": 128, "depth": 2, "likelihood": "categorical"}
 
 
@@ -78,6 +77,8 @@ def main(args: argparse.Namespace) -> int:
         spec = stored["data"].get("spec", "digits")
         levels = levels if levels is not None else stored["data"].get("levels")
     spec = spec or "digits"
+    if levels is not None and levels < 2:
+        raise DataError(f"--levels must be >= 2, got {levels}")
     if spec == "digits" and args.levels is not None and args.levels != 17:
         raise DataError(f"digits have 17 grey levels, not --levels {args.levels}")
     dataset = load_data(spec, levels=levels, seed=0)

@@ -315,7 +315,8 @@ def train_vae(
     weights and write ``out_dir/metrics.json``; returns the metrics dict.
 
     ``on_epoch_end(epoch, record)`` runs after each epoch's checkpoint is on disk (tests use it to interrupt).
-    A run that finished (maximum epochs or early stop) and is resumed is only re-evaluated.
+    A resumed run continues up to ``config.epochs``; one that already stopped early (or reached its epochs) is
+    only re-evaluated, which gives the same numbers again.
     """
     from tqdm.auto import tqdm
 
