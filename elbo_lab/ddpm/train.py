@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -40,7 +41,7 @@ from .checkpoint import load_checkpoint, save_checkpoint, schedule_from_config
 from .model import EMA, EpsModel, build_eps_model, device_description, make_net_config, resolve_device
 from .sampler import make_sampler
 
-__all__ = ["TrainConfig", "train", "split_validation"]
+__all__ = ["TrainConfig", "Trainer", "split_validation", "train"]
 
 LOSSES = ("simple", "vlb", "hybrid")
 VARIANCES = ("posterior", "beta", "learned")
@@ -78,6 +79,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     val_samples: int = 16  # steps per held-out image for the stratified estimator
     eval_every: int = 250
+    eval_at_start: bool = True  # a held-out point at step 0 (the untrained model) on the curve
     log_every: int = 25
     seed: int = 0
     device: str = "auto"
@@ -215,244 +217,308 @@ def evaluate(model: EpsModel, schedule, x: torch.Tensor, cfg: TrainConfig, level
     }
 
 
-def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, progress: bool = True, log=print) -> dict:
-    """Train (or resume) a DDPM; returns the run summary (also in ``DIR/metrics.json``)."""
-    cfg.validate()
-    out = Path(out_dir)
-    device = resolve_device(cfg.device)
-    dev_name = device_description(device)
-    ds = load_data(cfg.data, levels=cfg.levels)
-    _check_data(ds)
-    fit, held = split_validation(ds.train, cfg.val_fraction)
-    fit, held = fit.to(device), held.to(device, torch.float64)
-    schedule = schedule_from_config(asdict(cfg)).to(device)
-    learned = cfg.variance == "learned"
-    net_cfg = make_net_config(
-        ds.shape,
-        T=cfg.T,
-        learned_variance=learned,
-        out_per_channel=ds.levels if cfg.param == "categorical" else 1,
-        base_channels=cfg.base_channels,
-        num_res_blocks=cfg.num_res_blocks,
-        dropout=cfg.dropout,
-        attention=cfg.attention,
-    )
-    amp = cfg.amp and device.type == "cuda"
-    model = build_eps_model(net_cfg, schedule, param=cfg.param, levels=ds.levels, device=device, amp=amp, seed=cfg.seed)
-    ema = EMA(model.net, cfg.ema_decay)
-    ema_model = EpsModel(ema.net, schedule, param=cfg.param, levels=ds.levels, amp=amp)
-    opt = torch.optim.AdamW(model.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sampler = make_sampler(cfg.sampler_kind, cfg.T, mix=cfg.sampler_mix)
-    g_cpu = torch.Generator().manual_seed(cfg.seed)  # data order, timesteps
-    g_dev = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # noise
-    data_info = {
-        "name": ds.name,
-        "spec": cfg.data,
-        "shape": list(ds.shape),
-        "levels": ds.levels,
-        "n_fit": int(fit.shape[0]),
-        "n_heldout": int(held.shape[0]),
-        "n_test": int(ds.test.shape[0]),
-    }
-    n_params = sum(p.numel() for p in model.net.parameters())
+class Trainer:
+    """The state of one run (model, EMA, optimizer, sampler, generators, data order, history) and its operations:
+    :meth:`step` (one optimizer step), :meth:`evaluate_and_save`, :meth:`run` (the loop with its budget).
 
-    step, elapsed, history, best = 0, 0.0, [], None
-    perm, pos = torch.randperm(fit.shape[0], generator=g_cpu), 0
-    dropout_rng = torch.Generator().manual_seed(cfg.seed + 2).get_state()  # state of the forked global RNG
-    cuda_rng = None
-    if resume:
-        ckpt = load_checkpoint(out / "last.pt")
+    The dropout randomness comes from the global RNG inside :meth:`rng_scope` (forked: the caller's global RNG is
+    untouched), whose state is kept here and saved in checkpoints.
+    """
+
+    def __init__(self, cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, log=print):
+        cfg.validate()
+        self.cfg, self.out, self.log = cfg, Path(out_dir), log
+        self.device = device = resolve_device(cfg.device)
+        self.device_name = device_description(device)
+        ds = load_data(cfg.data, levels=cfg.levels)
+        _check_data(ds)
+        self.levels = ds.levels
+        fit, held = split_validation(ds.train, cfg.val_fraction)
+        self.fit, self.held = fit.to(device), held.to(device, torch.float64)
+        self.schedule = schedule = schedule_from_config(asdict(cfg)).to(device)
+        self.net_cfg = make_net_config(
+            ds.shape,
+            T=cfg.T,
+            learned_variance=cfg.variance == "learned",
+            out_per_channel=ds.levels if cfg.param == "categorical" else 1,
+            base_channels=cfg.base_channels,
+            num_res_blocks=cfg.num_res_blocks,
+            dropout=cfg.dropout,
+            attention=cfg.attention,
+        )
+        amp = cfg.amp and device.type == "cuda"
+        self.model = build_eps_model(
+            self.net_cfg, schedule, param=cfg.param, levels=ds.levels, device=device, amp=amp, seed=cfg.seed
+        )
+        self.ema = EMA(self.model.net, cfg.ema_decay)
+        self.ema_model = EpsModel(self.ema.net, schedule, param=cfg.param, levels=ds.levels, amp=amp)
+        self.opt = torch.optim.AdamW(self.model.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.sampler = make_sampler(cfg.sampler_kind, cfg.T, mix=cfg.sampler_mix)
+        self.g_cpu = torch.Generator().manual_seed(cfg.seed)  # data order, timesteps
+        self.g_dev = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # noise
+        self.data_info = {
+            "name": ds.name,
+            "spec": cfg.data,
+            "shape": list(ds.shape),
+            "levels": ds.levels,
+            "n_fit": int(self.fit.shape[0]),
+            "n_heldout": int(self.held.shape[0]),
+            "n_test": int(ds.test.shape[0]),
+        }
+        self.n_params = sum(p.numel() for p in self.model.net.parameters())
+        self.bpd = 1.0 / (math.prod(ds.shape) * math.log(2.0))  # nats → bits/dim
+        self.step_count, self.elapsed, self.history, self.best = 0, 0.0, [], None
+        self.perm, self.pos = torch.randperm(self.fit.shape[0], generator=self.g_cpu), 0
+        self.dropout_rng = torch.Generator().manual_seed(cfg.seed + 2).get_state()  # the forked global RNG
+        self.cuda_rng = None
+        self._in_scope = False
+        self._acc = {"simple": 0.0, "bound": 0.0, "loss": 0.0, "n": 0}
+        if resume:
+            self._restore(load_checkpoint(self.out / "last.pt"))
+
+    def _restore(self, ckpt: dict) -> None:
+        path = self.out / "last.pt"
         old = TrainConfig.from_dict(ckpt["config"]).model_keys()
-        diff = [k for k, v in cfg.model_keys().items() if old.get(k) != v]
+        diff = [k for k, v in self.cfg.model_keys().items() if old.get(k) != v]
         if diff:
             raise CheckpointError(
-                f"{out / 'last.pt'}: cannot resume, the run was made with different {diff[0]}="
-                f"{old.get(diff[0])!r} (now {getattr(cfg, diff[0])!r})"
+                f"{path}: cannot resume, the run was made with different {diff[0]}="
+                f"{old.get(diff[0])!r} (now {getattr(self.cfg, diff[0])!r})"
             )
         try:
-            model.net.load_state_dict(ckpt["model"])
-            ema.net.load_state_dict(ckpt["ema"])
-            opt.load_state_dict(ckpt["optimizer"])
-            sampler.load_state_dict(ckpt["sampler"])
+            self.model.net.load_state_dict(ckpt["model"])
+            self.ema.net.load_state_dict(ckpt["ema"])
+            self.opt.load_state_dict(ckpt["optimizer"])
+            self.sampler.load_state_dict(ckpt["sampler"])
+            self.step_count, self.elapsed = ckpt["step"], ckpt["elapsed"]
+            self.history, self.best = ckpt["history"], ckpt["best"]
+            self.g_cpu.set_state(ckpt["rng"]["cpu"])
+            self.g_dev.set_state(ckpt["rng"]["device"].to(self.g_dev.get_state().device))
+            self.dropout_rng = ckpt["rng"]["dropout"]
+            self.cuda_rng = ckpt["rng"].get("cuda_dropout")
+            self.perm, self.pos = ckpt["perm"], ckpt["pos"]
         except (KeyError, RuntimeError, ValueError) as exc:
-            raise CheckpointError(f"{out / 'last.pt'}: incompatible checkpoint ({str(exc).splitlines()[0]})") from None
-        step, elapsed, history, best = ckpt["step"], ckpt["elapsed"], ckpt["history"], ckpt["best"]
-        g_cpu.set_state(ckpt["rng"]["cpu"])
-        g_dev.set_state(ckpt["rng"]["device"].to(g_dev.get_state().device))
-        dropout_rng = ckpt["rng"]["dropout"]
-        cuda_rng = ckpt["rng"].get("cuda_dropout")
-        perm, pos = ckpt["perm"], ckpt["pos"]
-        log(f"resumed {out / 'last.pt'} at step {step}")
+            raise CheckpointError(f"{path}: incompatible checkpoint ({str(exc).splitlines()[0]})") from None
+        self.log(f"resumed {path} at step {self.step_count}")
 
-    header = {
-        "device": dev_name,
-        "config": asdict(cfg),
-        "net_config": net_cfg,
-        "data": data_info,
-        "n_params": n_params,
-        "schedule": schedule.name,
-    }
+    @contextmanager
+    def rng_scope(self):
+        """Fork the global RNG, load the run's dropout stream into it, and keep its state on exit."""
+        cuda = self.device.type == "cuda"
+        with torch.random.fork_rng(devices=[self.device] if cuda else []):
+            torch.set_rng_state(self.dropout_rng)
+            if cuda:
+                if self.cuda_rng is not None:
+                    torch.cuda.set_rng_state(self.cuda_rng, self.device)
+                else:
+                    torch.cuda.manual_seed(self.cfg.seed + 3)
+            self._in_scope = True
+            try:
+                yield
+            finally:
+                self._in_scope = False
+                self._sync_rng()
 
-    def snapshot() -> dict:
-        rng = {"cpu": g_cpu.get_state(), "device": g_dev.get_state().cpu(), "dropout": torch.get_rng_state()}
-        if device.type == "cuda":
-            rng["cuda_dropout"] = torch.cuda.get_rng_state(device)
+    def step(self) -> torch.Tensor:
+        """One optimizer step on the next minibatch; returns the (detached) loss."""
+        cfg, model = self.cfg, self.model
+        if self.pos + cfg.batch_size > self.perm.shape[0]:
+            self.perm, self.pos = torch.randperm(self.fit.shape[0], generator=self.g_cpu), 0
+        idx = self.perm[self.pos : self.pos + cfg.batch_size]
+        self.pos += cfg.batch_size
+        x0 = self.fit[idx.to(self.device)]  # (B, *shape)
+        k, w = self.sampler.sample(x0.shape[0], self.g_cpu)  # (B,), (B,) w = 1/(T p_k)
+        k, w = k.to(self.device), w.to(self.device)
+        noise = torch.randn(x0.shape, generator=self.g_dev, dtype=torch.float64, device=self.device)  # (B, *shape)
+        cap = _Capture(model, cfg.loss)
+        L_k = bound_term(
+            cap,
+            self.schedule,
+            x0,
+            k,
+            noise,
+            variance=cfg.variance,
+            decoder="discretized",
+            levels=self.levels,
+            model_dtype=torch.float32,
+        )  # (B,) nats, E7 term at each image's k
+        simple = simple_term(noise, cap.eps)  # (B,) ‖ε − ε̂‖²/D  (E10)
+        if cfg.loss == "simple":
+            per = w * simple
+        elif cfg.loss == "vlb":
+            per = w * cfg.T * L_k * self.bpd
+        else:
+            per = w * (simple + cfg.hybrid_lambda * cfg.T * L_k * self.bpd)
+        loss = per.mean()
+        if not torch.isfinite(loss):
+            raise ElboLabError(f"training diverged at step {self.step_count}: loss is {loss.item()} (try a lower --lr)")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.net.parameters(), cfg.grad_clip)
+        self.opt.step()
+        self.ema.update(model.net, self.step_count)
+        L_k = L_k.detach()
+        self.sampler.update(k, L_k)
+        self.step_count += 1
+        a = self._acc  # running means for the log (one device sync per step)
+        stats = torch.stack([simple.detach().mean(), (w * cfg.T * L_k).mean() * self.bpd, loss.detach()]).tolist()
+        a["simple"], a["bound"], a["loss"], a["n"] = (
+            a["simple"] + stats[0],
+            a["bound"] + stats[1],
+            a["loss"] + stats[2],
+            a["n"] + 1,
+        )
+        if self.step_count % cfg.log_every == 0:
+            self._log_train()
+        return loss.detach()
+
+    def _log_train(self) -> None:
+        a, n = self._acc, max(self._acc["n"], 1)
+        # the training-batch bound adds L_T (no parameters) once per record
+        prior = float(prior_term(self.schedule, self.fit[:256].to(torch.float64)).mean()) * self.bpd
+        self.history.append(
+            {
+                "step": self.step_count,
+                "elapsed_s": round(self.elapsed, 2),
+                "train_simple": a["simple"] / n,
+                "train_bound_bpd": a["bound"] / n + prior,
+                "train_loss": a["loss"] / n,
+            }
+        )
+        self._acc = {"simple": 0.0, "bound": 0.0, "loss": 0.0, "n": 0}
+
+    def _sync_rng(self) -> None:
+        """Copy the (forked) global RNG states into the run's state."""
+        self.dropout_rng = torch.get_rng_state()
+        if self.device.type == "cuda":
+            self.cuda_rng = torch.cuda.get_rng_state(self.device)
+
+    def snapshot(self) -> dict:
+        if self._in_scope:
+            self._sync_rng()
+        rng = {"cpu": self.g_cpu.get_state(), "device": self.g_dev.get_state().cpu(), "dropout": self.dropout_rng}
+        if self.cuda_rng is not None:
+            rng["cuda_dropout"] = self.cuda_rng
         return {
-            "config": asdict(cfg),
-            "net_config": net_cfg,
-            "data": data_info,
-            "device": dev_name,
-            "model": model.net.state_dict(),
-            "ema": ema.net.state_dict(),
-            "optimizer": opt.state_dict(),
-            "sampler": sampler.state_dict(),
-            "step": step,
-            "elapsed": elapsed,
+            **self._header_ckpt(),
+            "model": self.model.net.state_dict(),
+            "ema": self.ema.net.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "step": self.step_count,
+            "elapsed": self.elapsed,
             "rng": rng,
-            "perm": perm,
-            "pos": pos,
-            "history": history,
-            "best": best,
+            "perm": self.perm,
+            "pos": self.pos,
+            "history": self.history,
+            "best": self.best,
         }
 
-    def write_metrics() -> dict:
-        summary = {**header, "step": step, "elapsed_s": round(elapsed, 2), "best": best, "history": history}
-        atomic_write_json(out / "metrics.json", summary)
-        return summary
+    def _header_ckpt(self) -> dict:
+        return {
+            "config": asdict(self.cfg),
+            "net_config": self.net_cfg,
+            "data": self.data_info,
+            "device": self.device_name,
+        }
 
-    out.mkdir(parents=True, exist_ok=True)
-    D = math.prod(ds.shape)
-    bpd = 1.0 / (D * math.log(2.0))
-    mode = cfg.loss
-    acc = {"simple": 0.0, "bound": 0.0, "loss": 0.0, "n": 0}
-    budget_s = cfg.minutes * 60.0 if cfg.minutes is not None else None
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    def summary(self) -> dict:
+        return {
+            "device": self.device_name,
+            "config": asdict(self.cfg),
+            "net_config": self.net_cfg,
+            "data": self.data_info,
+            "n_params": self.n_params,
+            "schedule": self.schedule.name,
+            "step": self.step_count,
+            "elapsed_s": round(self.elapsed, 2),
+            "best": self.best,
+            "history": self.history,
+        }
 
-        bar = tqdm(
-            total=cfg.steps if cfg.steps else int(budget_s),
-            initial=step if cfg.steps else int(elapsed),
-            unit="step" if cfg.steps else "s",
-            dynamic_ncols=True,
-            leave=False,
-        )
-
-    def done() -> bool:
-        return step >= cfg.steps if cfg.steps is not None else elapsed >= budget_s
-
-    def eval_and_save() -> None:
-        nonlocal best
-        ev = evaluate(ema_model, schedule, held, cfg, ds.levels, seed=cfg.seed + 1000)
+    def evaluate_and_save(self) -> dict:
+        """Held-out bound of the EMA model; ``best.pt`` if it improved; ``last.pt``; ``metrics.json``."""
+        ev = evaluate(self.ema_model, self.schedule, self.held, self.cfg, self.levels, seed=self.cfg.seed + 1000)
         rec = {
-            "step": step,
-            "elapsed_s": round(elapsed, 2),
+            "step": self.step_count,
+            "elapsed_s": round(self.elapsed, 2),
             "heldout_bpd": ev["bpd"],
             "heldout_stderr": ev["stderr_estimator"],
             "heldout_stderr_images": ev["stderr_images"],
         }
-        history.append(rec)
-        if best is None or ev["bpd"] < best["heldout_bpd"]:
-            best = {"step": step, "heldout_bpd": ev["bpd"], "heldout_stderr": ev["stderr_estimator"]}
-            save_checkpoint(
-                out / "best.pt",
-                {
-                    "config": asdict(cfg),
-                    "net_config": net_cfg,
-                    "data": data_info,
-                    "device": dev_name,
-                    "ema": ema.net.state_dict(),
-                    "step": step,
-                    "heldout_bpd": ev["bpd"],
-                    "history": history,
-                },
-            )
-        save_checkpoint(out / "last.pt", snapshot())
-        write_metrics()
-        msg = f"step {step:6d}  {elapsed:7.1f}s  held-out bound {ev['bpd']:.4f} ± {ev['stderr_estimator']:.4f} bits/dim"
-        if bar is not None:
-            bar.write(msg)
-        else:
-            log(msg)
+        self.history.append(rec)
+        if self.best is None or ev["bpd"] < self.best["heldout_bpd"]:
+            self.best = {"step": self.step_count, "heldout_bpd": ev["bpd"], "heldout_stderr": ev["stderr_estimator"]}
+            best_ckpt = {
+                **self._header_ckpt(),
+                "ema": self.ema.net.state_dict(),
+                "step": self.step_count,
+                "heldout_bpd": ev["bpd"],
+                "history": self.history,
+            }
+            save_checkpoint(self.out / "best.pt", best_ckpt)
+        save_checkpoint(self.out / "last.pt", self.snapshot())
+        atomic_write_json(self.out / "metrics.json", self.summary())
+        return rec
 
-    fork_devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=fork_devices):
-        torch.set_rng_state(dropout_rng)
-        if cuda_rng is not None:
-            torch.cuda.set_rng_state(cuda_rng, device)
-        elif device.type == "cuda":
-            torch.cuda.manual_seed(cfg.seed + 3)
-        model.train()
+    def run(self, *, progress: bool = True) -> dict:
+        """Train until the budget (``steps`` or wall-clock ``minutes``, evaluations included) is spent."""
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        budget_s = cfg.minutes * 60.0 if cfg.minutes is not None else None
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(
+                total=cfg.steps if cfg.steps else int(budget_s),
+                initial=self.step_count if cfg.steps else int(self.elapsed),
+                unit="step" if cfg.steps else "s",
+                dynamic_ncols=True,
+                leave=False,
+            )
+
+        def done() -> bool:
+            return self.step_count >= cfg.steps if cfg.steps is not None else self.elapsed >= budget_s
+
+        def eval_and_report() -> None:
+            rec = self.evaluate_and_save()
+            msg = (
+                f"step {rec['step']:6d}  {rec['elapsed_s']:7.1f}s  held-out bound {rec['heldout_bpd']:.4f} "
+                f"± {rec['heldout_stderr']:.4f} bits/dim"
+            )
+            bar.write(msg) if bar is not None else self.log(msg)
+
         t_last = time.perf_counter()
-        if step == 0 and not history:
-            eval_and_save()
-        while not done():
-            if pos + cfg.batch_size > perm.shape[0]:
-                perm, pos = torch.randperm(fit.shape[0], generator=g_cpu), 0
-            idx = perm[pos : pos + cfg.batch_size]
-            pos += cfg.batch_size
-            x0 = fit[idx.to(device)]  # (B, *shape)
-            k, w = sampler.sample(x0.shape[0], g_cpu)  # (B,), (B,) w = 1/(T p_k)
-            k, w = k.to(device), w.to(device)
-            noise = torch.randn(x0.shape, generator=g_dev, dtype=torch.float64, device=device)  # (B, *shape)
-            cap = _Capture(model, mode)
-            L_k = bound_term(
-                cap,
-                schedule,
-                x0,
-                k,
-                noise,
-                variance=cfg.variance,
-                decoder="discretized",
-                levels=ds.levels,
-                model_dtype=torch.float32,
-            )  # (B,) nats
-            simple = simple_term(noise, cap.eps)  # (B,) ‖ε − ε̂‖²/D
-            if mode == "simple":
-                per = w * simple
-            elif mode == "vlb":
-                per = w * cfg.T * L_k * bpd
-            else:
-                per = w * (simple + cfg.hybrid_lambda * cfg.T * L_k * bpd)
-            loss = per.mean()
-            if not torch.isfinite(loss):
-                raise ElboLabError(f"training diverged at step {step}: loss is {loss.item()} (try a lower --lr)")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.net.parameters(), cfg.grad_clip)
-            opt.step()
-            ema.update(model.net, step)
-            sampler.update(k, L_k)
-            step += 1
+
+        def tick() -> None:
+            nonlocal t_last
             now = time.perf_counter()
-            elapsed += now - t_last
+            self.elapsed += now - t_last  # wall clock: the budget counts evaluations too
             t_last = now
-            acc["simple"] += float(simple.detach().mean())
-            acc["bound"] += float((w * cfg.T * L_k.detach()).mean() * bpd + prior_term(schedule, x0).mean() * bpd)
-            acc["loss"] += float(loss.detach())
-            acc["n"] += 1
-            if bar is not None:
-                bar.update(1 if cfg.steps else int(elapsed) - bar.n)
-            if step % cfg.log_every == 0:
-                n = acc["n"]
-                history.append(
-                    {
-                        "step": step,
-                        "elapsed_s": round(elapsed, 2),
-                        "train_simple": acc["simple"] / n,
-                        "train_bound_bpd": acc["bound"] / n,
-                        "train_loss": acc["loss"] / n,
-                    }
-                )
+
+        with self.rng_scope():
+            self.model.train()
+            if self.step_count == 0 and not self.history and cfg.eval_at_start:
+                eval_and_report()
+                tick()
+            while not done():
+                self.step()
+                tick()
                 if bar is not None:
-                    bar.set_postfix(simple=f"{acc['simple'] / n:.4f}", bound=f"{acc['bound'] / n:.3f}")
-                acc = {"simple": 0.0, "bound": 0.0, "loss": 0.0, "n": 0}
-            if step % cfg.eval_every == 0 or done():
-                eval_and_save()
-                now = time.perf_counter()
-                elapsed += now - t_last  # the budget counts evaluation time too (wall clock)
-                t_last = now
-    if bar is not None:
-        bar.close()
-    return write_metrics()
+                    bar.update(1 if cfg.steps else int(self.elapsed) - bar.n)
+                    if self.history and "train_simple" in self.history[-1]:
+                        h = self.history[-1]
+                        bar.set_postfix(simple=f"{h['train_simple']:.4f}", bound=f"{h['train_bound_bpd']:.3f}")
+                if self.step_count % cfg.eval_every == 0 or done():
+                    eval_and_report()
+                    tick()
+        if bar is not None:
+            bar.close()
+        return self.summary()
+
+
+def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, progress: bool = True, log=print) -> dict:
+    """Train (or resume) a DDPM; returns the run summary (also in ``DIR/metrics.json``)."""
+    return Trainer(cfg, out_dir, resume=resume, log=log).run(progress=progress)

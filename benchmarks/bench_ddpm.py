@@ -1,0 +1,158 @@
+"""DDPM benchmarks that print their figures (ratios measured side by side, same process, same machine):
+
+(a) estimator efficiency on a trained model: the standard error of the test-mean bound from ``--estimator
+    importance`` with M steps per image versus ``full`` (T steps per image), on the same images -- the
+    evaluation ratio at which importance sampling matches the full estimator's standard error
+    (target: ≥ 20× fewer network evaluations).
+(b) training-step overhead: one full training step (data, timestep sampler, float64 bound term, L_simple,
+    backward, clipping, AdamW, EMA, sampler update) versus the bare forward + backward of the same ε-network on
+    a batch of the same size, interleaved, median of the ratios (target: ≤ 1.10).
+(c) with CUDA: training steps/s on the GPU (bf16 autocast) versus the CPU for the default model; skipped with a
+    message without CUDA.
+
+    .venv/bin/python benchmarks/bench_ddpm.py --part b
+    .venv/bin/python benchmarks/bench_ddpm.py --part a --checkpoint runs/ddpm/best.pt --images 48
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import torch
+
+from elbo_lab.bound import variational_bound
+from elbo_lab.data import load_digits
+from elbo_lab.ddpm import TrainConfig, load_model
+from elbo_lab.ddpm.model import device_description
+from elbo_lab.ddpm.train import Trainer
+
+
+def part_a(checkpoint: str, n_images: int, ladder: list[int]) -> None:
+    print(f"(a) importance vs full estimator on {checkpoint}, {n_images} test images")
+    model, ckpt = load_model(checkpoint, "cpu")
+    x = load_digits().test[:n_images].to(torch.float64)
+    kw = dict(
+        variance=ckpt["config"]["variance"], levels=ckpt["data"]["levels"], model_dtype=torch.float64, bits_per_dim=True
+    )
+    t = time.perf_counter()
+    full = variational_bound(model, model.schedule, x, estimator="full", generator=1, **kw)
+    t_full = time.perf_counter() - t
+    se_full = full.mean_stderr("images")
+    print(f"    full:        {full.mean():.4f} ± {se_full:.4f} bits/dim   {full.n_evals:>8,} evals  {t_full:6.1f} s")
+    best = None
+    for M in ladder:
+        t = time.perf_counter()
+        r = variational_bound(model, model.schedule, x, estimator="importance", num_samples=M, generator=2, **kw)
+        dt = time.perf_counter() - t
+        se = r.mean_stderr("images")
+        ratio = full.n_evals / r.n_evals
+        ok = se <= se_full
+        print(
+            f"    importance M={M:<4d}{r.mean():.4f} ± {se:.4f} bits/dim   {r.n_evals:>8,} evals  {dt:6.1f} s   "
+            f"stderr ratio {se / se_full:.3f}, {ratio:.1f}× fewer evaluations{'  ✓' if ok else ''}"
+        )
+        if ok and (best is None or ratio > best):
+            best = ratio
+    if best is None:
+        print("    importance did not reach the full standard error on this ladder")
+    else:
+        print(
+            f"    => importance reaches the full standard error with {best:.1f}× fewer network evaluations "
+            f"(target ≥ 20×: {'met' if best >= 20 else 'NOT met'})"
+        )
+
+
+def _bare_step(net, opt, x, k) -> None:
+    out = net(x, k)
+    out = out[0] + out[1] if isinstance(out, tuple) else out
+    loss = out.float().pow(2).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+
+
+def part_b(reps: int, batch: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        tr = Trainer(TrainConfig(steps=10**9, device="cpu", batch_size=batch), tmp, log=lambda *a: None)
+        net = tr.model.net
+        shadow = torch.optim.SGD(net.parameters(), lr=0.0)  # zero_grad only; the real optimizer is not touched
+        x = tr.fit[:batch].clone()
+        g = torch.Generator().manual_seed(0)
+        ratios, t_steps, t_bares = [], [], []
+        with tr.rng_scope():
+            tr.model.train()
+            for _ in range(3):  # warm-up
+                tr.step()
+                _bare_step(tr.model, shadow, x, torch.randint(0, tr.cfg.T, (batch,), generator=g))
+            for _ in range(reps):
+                k = torch.randint(0, tr.cfg.T, (batch,), generator=g)
+                t0 = time.perf_counter()
+                _bare_step(tr.model, shadow, x, k)
+                t1 = time.perf_counter()
+                tr.step()
+                t2 = time.perf_counter()
+                t_bares.append(t1 - t0)
+                t_steps.append(t2 - t1)
+                ratios.append((t2 - t1) / (t1 - t0))
+    r = statistics.median(ratios)
+    print(
+        f"(b) training step vs bare forward+backward of the ε-network ({tr.n_params:,} parameters, batch {batch}, "
+        f"{tr.device_name}, {reps} interleaved pairs)"
+    )
+    print(
+        f"    bare fwd+bwd median {statistics.median(t_bares) * 1e3:.1f} ms, training step median "
+        f"{statistics.median(t_steps) * 1e3:.1f} ms; median ratio {r:.3f} "
+        f"(target ≤ 1.10: {'met' if r <= 1.10 else 'NOT met'})"
+    )
+
+
+def part_c(steps: int) -> None:
+    if not torch.cuda.is_available():
+        print("(c) GPU vs CPU: skipped (CUDA is not available on this machine)")
+        return
+    rates = {}
+    for dev in ("cuda", "cpu"):
+        with tempfile.TemporaryDirectory() as tmp:
+            tr = Trainer(TrainConfig(steps=10**9, device=dev), tmp, log=lambda *a: None)
+            with tr.rng_scope():
+                tr.model.train()
+                for _ in range(5):
+                    tr.step()
+                if dev == "cuda":
+                    torch.cuda.synchronize()
+                t = time.perf_counter()
+                n = steps if dev == "cuda" else max(5, steps // 10)
+                for _ in range(n):
+                    tr.step()
+                if dev == "cuda":
+                    torch.cuda.synchronize()
+                rates[dev] = n / (time.perf_counter() - t)
+                print(f"    {device_description(tr.device)}: {rates[dev]:.2f} steps/s")
+    print(f"(c) GPU vs CPU training: {rates['cuda'] / rates['cpu']:.1f}× more steps/s on the GPU")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--part", choices=("a", "b", "c", "all"), default="all")
+    ap.add_argument("--checkpoint", default="runs/ddpm/best.pt", help="trained DDPM for part (a)")
+    ap.add_argument("--images", type=int, default=48, help="test images for part (a) (full costs images × T)")
+    ap.add_argument("--ladder", type=int, nargs="*", default=[8, 16, 32, 50], help="importance steps per image")
+    ap.add_argument("--reps", type=int, default=20, help="interleaved pairs for part (b)")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--gpu-steps", type=int, default=200)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.part in ("b", "all"):
+        part_b(args.reps, args.batch)
+    if args.part in ("a", "all"):
+        part_a(args.checkpoint, args.images, args.ladder)
+    if args.part in ("c", "all"):
+        part_c(args.gpu_steps)
+
+
+if __name__ == "__main__":
+    main()
