@@ -163,7 +163,7 @@ def fig_mc_convergence(
     return fig
 
 
-def fig_vae_iwae(ks, iwae, iwae_se, elbo, elbo_se, *, oracle_ks=None, oracle_gap=None):
+def fig_vae_iwae(ks, iwae, iwae_se, elbo, elbo_se, *, oracle_ks=None, oracle_gap=None, oracle_gap_se=None):
     """Figure 7: VAE -- ELBO and IWAE_k against k (bits/dim); the linear-Gaussian oracle's gap to log p(x)."""
     ncols = 2 if oracle_ks is not None else 1
     fig, axes = plt.subplots(1, ncols, figsize=(5.2 * ncols, 4.0), squeeze=False)
@@ -177,9 +177,11 @@ def fig_vae_iwae(ks, iwae, iwae_se, elbo, elbo_se, *, oracle_ks=None, oracle_gap
     ax.legend(fontsize=8)
     if oracle_ks is not None:
         ax = axes[0, 1]
-        ax.plot(oracle_ks, np.maximum(np.asarray(oracle_gap, dtype=float), 1e-12), "o-")
+        se = None if oracle_gap_se is None else 2 * np.asarray(oracle_gap_se, dtype=float)
+        ax.errorbar(oracle_ks, oracle_gap, yerr=se, fmt="o-", capsize=3, label="log p(x) − IWAE_k (±2 stderr)")
+        ax.axhline(0.0, color="k", lw=0.8)
         ax.set_xscale("log")
-        ax.set_yscale("log")
+        ax.legend(fontsize=8)
         ax.set_xlabel("importance samples k")
         ax.set_ylabel("log p(x) − IWAE_k (nats)")
         ax.set_title("Linear-Gaussian oracle: gap to exact log p(x)")
