@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 __all__ = ["CLAIMS", "Claim", "ClaimResult", "claim", "run_claims", "within_stderr", "relative_error"]
 
 # modules that register claims when imported (in report order)
-CLAIM_MODULES = ["elbo_lab.checks.symbolic_claims", "elbo_lab.checks.numeric_claims"]
+CLAIM_MODULES = ["elbo_lab.checks.symbolic_claims", "elbo_lab.checks.numeric_claims", "elbo_lab.checks.model_claims"]
 
 
 @dataclass
