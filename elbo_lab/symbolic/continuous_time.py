@@ -65,7 +65,7 @@ def build(*, term_x0=TEXTBOOK_TERM_X0, integrand=TEXTBOOK_INTEGRAND) -> Derivati
     d = Derivation("continuous_time", "E12", "Continuous-time limit of the bound", "Beyond the guide")
     e9 = get("eps_weight")
     w_snr = e9.result("weight_snr")
-    weight = w_snr.expr.subs(dict(zip(w_snr.args, (snr_prev_s, snr_s))))
+    weight = w_snr.at(snr_prev_s, snr_s)
     snr_r = e9.result("snr")
     eps_err2 = sp.Symbol(r"\|\epsilon-\hat\epsilon\|^2", nonnegative=True)
     d.step(
@@ -79,10 +79,10 @@ def build(*, term_x0=TEXTBOOK_TERM_X0, integrand=TEXTBOOK_INTEGRAND) -> Derivati
     # ε-error to x0-error.  E5: x_t = √ᾱ x_0 + √(1−ᾱ) ε; the x_0 prediction implied by ε̂ inverts it with ε̂.
     e5 = get("forward_marginal").result("sample")
     a_bar = e5.args[2]
-    x_t = e5.expr.subs(dict(zip(e5.args[:2], (x0, eps))))
-    (x0_from_eps,) = sp.solve(sp.Eq(e5.expr.subs(dict(zip(e5.args[:2], (x0, eps_hat)))), xt), x0)
+    x_t = e5.at(x0, eps, a_bar)
+    (x0_from_eps,) = sp.solve(sp.Eq(e5.at(x0, eps_hat, a_bar), xt), x0)
     x0_pred = x0_from_eps.subs(xt, x_t)
-    snr_ab = snr_r.expr.subs(snr_r.args[0], a_bar)
+    snr_ab = snr_r.at(a_bar)
     d.step(
         "With x_t = √ᾱ x_0 + √(1−ᾱ) ε (E5) and x̂_0 = (x_t − √(1−ᾱ) ε̂)/√ᾱ: (ε − ε̂)² = SNR·(x_0 − x̂_0)²",
         snr_ab * (x0 - sp.Symbol(r"\hat x_0")) ** 2,

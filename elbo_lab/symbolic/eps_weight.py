@@ -33,8 +33,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from ._polycheck import polynomial_identity
-from .core import Derivation, equal, holds
+from .core import Derivation, coefficients_equal, equal, holds
 
 beta, alpha_bar_prev, sigma2 = sp.symbols("beta alpha_bar_prev sigma2", positive=True)
 snr_s, snr_prev_s, alpha_bar_s = sp.symbols("snr snr_prev alpha_bar", positive=True)
@@ -56,14 +55,6 @@ TEXTBOOK_WEIGHT_POSTERIOR = beta / (2 * alpha * (1 - alpha_bar_prev))
 TEXTBOOK_WEIGHT_SNR = sp.Rational(1, 2) * (snr_prev_s / snr_s - 1)
 
 
-def posterior(name: str, *values) -> sp.Expr:
-    """E6 ``posterior`` result ``name`` evaluated at ``values`` (in that result's argument order)."""
-    from . import get
-
-    r = get("posterior").result(name)
-    return r.expr.subs(dict(zip(r.args, values)), simultaneous=True)
-
-
 def build(
     *,
     mean_coef=TEXTBOOK_MEAN_COEF,
@@ -75,16 +66,15 @@ def build(
     from . import get
 
     d = Derivation("eps_weight", "E9", "ε-parameterization and its weight", "Simplified diffusion objective")
-    beta_tilde = posterior("variance", beta, alpha_bar_prev)
-    mean_x0 = posterior("mean", x0, xt, beta, alpha_bar_prev)
+    po = get("posterior")  # E6
+    beta_tilde = po.result("variance").at(beta, alpha_bar_prev)
+    mean_x0 = po.result("mean").at(x0, xt, beta, alpha_bar_prev)
 
     # x_0 from (x_t, ε): E6's ``x0_from_eps``, checked against E5's draw x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε.
-    x0_of_eps = posterior("x0_from_eps", xt, eps, beta, alpha_bar_prev)
+    x0_of_eps = po.result("x0_from_eps").at(xt, eps, beta, alpha_bar_prev)
     e5 = get("forward_marginal").result("sample")
     ab5 = e5.args[2]
-    x_t_of = (
-        e5.expr.subs(dict(zip(e5.args[:2], (x0_of_eps, eps)))).subs(sp.sqrt(ab5), sqrt_alpha_bar).subs(ab5, alpha_bar)
-    )
+    x_t_of = e5.at(x0_of_eps, eps, ab5).subs(sp.sqrt(ab5), sqrt_alpha_bar).subs(ab5, alpha_bar)
     d.step(
         "x_0 from (x_t, ε) (E6 `x0_from_eps`) inverts the forward draw x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε (E5 `sample`)",
         x0_of_eps,
@@ -93,12 +83,12 @@ def build(
         before=x0,
     )
 
-    mean_eps = posterior("mean_eps", xt, eps, beta, alpha_bar_prev)
+    mean_eps = po.result("mean_eps").at(xt, eps, beta, alpha_bar_prev)
     d.step(
         "Substitute into the posterior mean (E6, x_0 form): μ̃_t = (x_t − β_t/√(1−ᾱ_t) ε)/√α_t (E6 `mean_eps`)",
         mean_eps,
         "coefficient of x_t: (β_t + α_t(1−ᾱ_{t−1}))/((1−ᾱ_t)√α_t) = 1/√α_t since β_t + α_t − ᾱ_t = 1 − ᾱ_t",
-        polynomial_identity(mean_x0.subs(x0, x0_of_eps), mean_eps, [xt, eps], 1),
+        coefficients_equal(mean_x0.subs(x0, x0_of_eps), mean_eps, [xt, eps], degree=1),
         before=mean_x0,
     )
 
@@ -107,19 +97,19 @@ def build(
         "With μ_θ = μ̃_t(ε → ε_θ) = (x_t − β_t/√(1−ᾱ_t) ε_θ)/√α_t the mean difference is linear in ε_θ − ε",
         mean_coef * (eps_hat - eps),
         "x_t cancels; the ε coefficients differ only in the sign",
-        polynomial_identity(mean_eps - mu_theta, mean_coef * (eps_hat - eps), [xt, eps, eps_hat], 1),
+        coefficients_equal(mean_eps - mu_theta, mean_coef * (eps_hat - eps), [xt, eps, eps_hat], degree=1),
         before=sp.Symbol(r"\tilde\mu_t - \mu_\theta"),
     )
 
     # E8: with equal variances the KL is the squared mean difference over 2σ².
     e8 = get("mean_matching").result("kl_equal_var")
-    l_term = e8.expr.subs(dict(zip(e8.args, (mean_eps, mu_theta, sigma2))))
+    l_term = e8.at(mean_eps, mu_theta, sigma2)
     weight_derived = sp.factor(sp.simplify(sp.diff(l_term, eps_hat, 2) / 2))
     d.step(
         "Mean matching (E8): L_{t−1} − C = β_t²/(2σ_t² α_t (1−ᾱ_t)) (ε − ε_θ)²",
         weight * (eps - eps_hat) ** 2,
         "E8 `mean_matching` result `kl_equal_var` at (μ̃_t, μ_θ, σ_t²); square the coefficient of the last step",
-        polynomial_identity(l_term, weight * (eps - eps_hat) ** 2, [xt, eps, eps_hat], 2),
+        coefficients_equal(l_term, weight * (eps - eps_hat) ** 2, [xt, eps, eps_hat], degree=2),
         before=sp.Symbol(r"L_{t-1} - C"),
     )
 

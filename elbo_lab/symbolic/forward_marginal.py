@@ -3,7 +3,7 @@
 Guide section: "Forward diffusion noise process".  One forward step is q(x_t|x_{t-1}) = N(√α_t x_{t-1}, β_t)
 with α_t = 1 - β_t and ᾱ_t = α_1 ⋯ α_t (scalar x; the image case applies it per pixel).  The derivation merges
 two Gaussian steps by evaluating the convolution integral (completing the square plus the Gaussian integral
-∫ exp(-a w²) dw = √(π/a), integrated by SymPy), unrolls the merged recurrence for t = 3 to obtain the closed
+∫ exp(-A y²) dy = √(π/A), integrated by SymPy), unrolls the merged recurrence for t = 3 to obtain the closed
 form, and proves it for every t by induction (base case t = 1, inductive step t-1 → t).
 
 Exports (argument order fixed; all in nats where a log appears):
@@ -23,15 +23,22 @@ from __future__ import annotations
 
 import sympy as sp
 
-from ._logalg import log_coefficients_equal, log_poly_residual, quadratic_coeffs
-from .core import Derivation, coefficients_equal, holds, integral_equals
-from .gaussian_kl import log_normal  # the function behind E1's exported ``log_density``
+from .algebra import (
+    coefficients,
+    complete_square,
+    completes_square,
+    gaussian_integral_step,
+    log_identity,
+    log_integral_exp_quadratic,
+    log_normal,  # the function behind E1's exported ``log_density``
+    log_residual,
+)
+from .core import Derivation, holds
 
-x0, xt, x_prev, eps, w = sp.symbols("x0 xt x_prev eps w", real=True)
+x0, xt, x_prev, eps = sp.symbols("x0 xt x_prev eps", real=True)
 beta, alpha, alpha_bar, alpha_bar_prev = sp.symbols("beta alpha alpha_bar alpha_bar_prev", positive=True)
 m = sp.Symbol("m", real=True)  # mean of the inductive hypothesis q(x_{t-1}|x_0)
 v = sp.Symbol("v", positive=True)  # its variance
-a = sp.Symbol("a", positive=True)
 
 TEXTBOOK_MEAN = sp.sqrt(alpha_bar) * x0
 TEXTBOOK_VARIANCE = 1 - alpha_bar
@@ -56,57 +63,45 @@ def build(*, mean=TEXTBOOK_MEAN, variance=TEXTBOOK_VARIANCE) -> Derivation:
         " x_t = √α_t x_{t-1} + √β_t ε",
         log_step,
         "change of variables ε = (x_t - √α_t x_{t-1})/√β_t, Jacobian 1/√β_t",
-        log_coefficients_equal(log_normal(eps_of_xt, 0, 1) - sp.log(1 - alpha) / 2, log_step, [xt, x_prev]),
+        log_identity(log_normal(eps_of_xt, 0, 1) - sp.log(1 - alpha) / 2, log_step, [xt, x_prev]),
         before=sp.Symbol("log q(x_t|x_{t-1})"),
     )
 
     # 2. The Gaussian integral, evaluated by SymPy.
-    d.step(
-        "Gaussian integral: ∫ exp(-a w²) dw = √(π/a) for a > 0",
-        sp.sqrt(sp.pi / a),
-        "SymPy integrates it",
-        integral_equals(sp.exp(-a * w**2), w, sp.sqrt(sp.pi / a)),
-        before=sp.Integral(sp.exp(-a * w**2), (w, -sp.oo, sp.oo)),
-    )
+    gaussian_integral_step(d)
 
     # 3. Merge: q(x_t|x_0) = ∫ q(x_t|x_{t-1}) N(x_{t-1}; m, v) dx_{t-1}.  The log-integrand is quadratic in x_{t-1}.
     log_integrand = log_step + log_normal(x_prev, m, v)
-    A, B, C = quadratic_coeffs(log_integrand, x_prev)
-    A, B = sp.cancel(A), sp.cancel(B)
-    square = A * (x_prev + B / (2 * A)) ** 2 + C - B**2 / (4 * A)
-    ga, gb, gc = sp.symbols("A B C", real=True)  # the completing-the-square identity, for generic coefficients
-    generic_square = coefficients_equal(
-        ga * x_prev**2 + gb * x_prev + gc, ga * (x_prev + gb / (2 * ga)) ** 2 + gc - gb**2 / (4 * ga), [x_prev]
-    )
+    sq = complete_square(log_integrand, x_prev)
+    precision = alpha / beta + 1 / v
     d.step(
         "Merge two Gaussian steps: with q(x_{t-1}|x_0) = N(m, v), the log-integrand of ∫ q(x_t|x_{t-1}) q(x_{t-1}|x_0)"
         " dx_{t-1} is A x_{t-1}² + B x_{t-1} + C; complete the square",
-        square,
+        sq.expr,
         "A = -(α_t/β_t + 1/v)/2 < 0, so the integral is Gaussian in x_{t-1}",
         holds(
             lambda: (
-                coefficients_equal(log_integrand, A * x_prev**2 + B * x_prev + C, [x_prev]).run()[0]
-                and generic_square.run()[0]
-                and sp.cancel((-2 * A - (alpha / beta + 1 / v)).subs(ONE_MINUS)) == 0
-                and bool((alpha / beta + 1 / v).is_positive),
-                "coefficients in x_prev agree; -2A = α/β + 1/v > 0",
+                completes_square(log_integrand, sq).run()[0]
+                and sp.cancel((-2 * sq.a - precision).subs(ONE_MINUS)) == 0
+                and bool(precision.is_positive),
+                "coefficients in x_prev agree with the completed square; -2A = α/β + 1/v > 0",
             ),
-            "coefficients in x_prev agree and -2A = α/β + 1/v > 0",
+            "coefficients in x_prev agree with the completed square and -2A = α/β + 1/v > 0",
         ),
         before=log_integrand,
     )
 
-    # 4. Integrate out x_{t-1} with the Gaussian integral (a = -A after the shift): log q(x_t|x_0).
-    log_marg = C - B**2 / (4 * A) + sp.log(sp.pi) / 2 - sp.log(-A) / 2
-    c2, c1, _ = quadratic_coeffs(log_marg, xt)
-    merged_var = sp.factor(sp.cancel(-1 / (2 * c2)))
-    merged_mean = sp.factor(sp.cancel(c1 * merged_var))
+    # 4. Integrate out x_{t-1} with the Gaussian integral (A = -a after the shift): log q(x_t|x_0).
+    log_marg = log_integral_exp_quadratic(sq)
+    c = coefficients(log_marg, xt)
+    merged_var = sp.factor(sp.cancel(-1 / (2 * c[2])))
+    merged_mean = sp.factor(sp.cancel(c[1] * merged_var))
     d.step(
         "Integrating out x_{t-1}: log q(x_t|x_0) = C - B²/(4A) + ½ log(π/(-A)), a Gaussian log-density in x_t with"
         " mean and variance read off its coefficients (derived, not typed in)",
         sp.Eq(sp.Symbol("q(x_t|x_0)"), sp.Symbol(f"N({sp.sstr(merged_mean)}, {sp.sstr(merged_var)})")),
         "Gaussian integral of step 2; mean = -c₁/(2c₂), variance = -1/(2c₂) from the x_t-coefficients",
-        log_coefficients_equal(log_marg, log_normal(xt, merged_mean, merged_var), [xt]),
+        log_identity(log_marg, log_normal(xt, merged_mean, merged_var), [xt]),
         before=log_marg,
     )
     d.step(
@@ -210,7 +205,7 @@ def build(*, mean=TEXTBOOK_MEAN, variance=TEXTBOOK_VARIANCE) -> Derivation:
         "change of variables ε -> x_t (Jacobian 1/√(1-ᾱ_t)) gives log q(x_t|x_0)",
         holds(
             lambda: (
-                log_poly_residual(log_normal(eps_from_xt, 0, 1) - sp.log(derived_var) / 2 - log_q, [xt, x0]) is None
+                log_residual(log_normal(eps_from_xt, 0, 1) - sp.log(derived_var) / 2 - log_q, [xt, x0]) is None
                 and sp.cancel(sample.subs(eps, eps_from_xt) - xt) == 0,
                 "log N(ε; 0, 1) - ½ log(1-ᾱ_t) == log N(x_t; √ᾱ_t x_0, 1-ᾱ_t), and ε(x_t) inverts the draw",
             ),

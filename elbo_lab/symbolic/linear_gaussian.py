@@ -29,19 +29,19 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from .core import Derivation, equal, holds
-from .gaussian_integrals import (
+from .algebra import (
     Square,
-    coefficients_log_equal,
     complete_square,
     completes_square,
     expect_normal,
-    gaussian_integral,
-    log_equal,
+    gaussian_integral_step,
+    log_identity,
     log_integral_exp_quadratic,
+    log_mvn,
+    log_normal,
     tidy,
 )
-from .gaussian_kl import log_normal
+from .core import Derivation, holds
 
 z, m = sp.symbols("z m", real=True)
 v, sigma2 = sp.symbols("v sigma2", positive=True)
@@ -61,13 +61,6 @@ TEXTBOOK_POSTERIOR_MEAN_2D = (W2.T * (X2 - B2))[0, 0] / _M2
 TEXTBOOK_POSTERIOR_VARIANCE_2D = sigma2 / _M2
 
 
-def log_mvn(xv: sp.Matrix, mean: sp.Matrix, cov: sp.Matrix) -> sp.Expr:
-    """log N(x; mean, cov) from the matrix: −½ (D log 2π + log det cov + (x − mean)ᵀ cov⁻¹ (x − mean))."""
-    r = xv - mean
-    quad = sp.cancel((r.T * cov.inv() * r)[0, 0])
-    return -sp.Rational(1, 2) * (xv.rows * sp.log(2 * sp.pi) + sp.log(sp.factor(cov.det())) + quad)
-
-
 @dataclass
 class _Model:
     """Derived quantities of the model with x = xs (a list of D symbols)."""
@@ -83,7 +76,7 @@ def _derive(xs, ws, bs) -> _Model:
     joint = sp.expand(sum(log_normal(xi, wi * z + bi, sigma2) for xi, wi, bi in zip(xs, ws, bs)) + log_normal(z, 0, 1))
     sq = complete_square(joint, z)
     log_px = tidy(log_integral_exp_quadratic(sq))
-    return _Model(joint, sq, log_px, sq.centre, sp.factor(-1 / (2 * sq.a)))
+    return _Model(joint, sq, log_px, sq.centre, sq.variance)
 
 
 def _model_steps(d: Derivation, label: str, mdl: _Model, log_marginal_claim, mean_claim, var_claim) -> None:
@@ -109,14 +102,14 @@ def _model_steps(d: Derivation, label: str, mdl: _Model, log_marginal_claim, mea
         f"({label}) log p(x) = log ∫ p(x, z) dz is the Gaussian log-density of the textbook marginal",
         log_marginal_claim,
         "shift z by the square's centre; ∫ exp(−A y²) dy = √(π/A) with A = −a",
-        log_equal(mdl.log_px, log_marginal_claim),
+        log_identity(mdl.log_px, log_marginal_claim),
         before=mdl.log_px,
     )
     d.step(
         f"({label}) Bayes: log p(z|x) = log p(x, z) − log p(x) = log N(z; centre, −1/(2a))",
         log_normal(z, mdl.post_mean, mdl.post_var),
         "the exponent's square is the posterior's; the constants are those of p(x)",
-        coefficients_log_equal(mdl.square.expr - mdl.log_px, log_normal(z, mdl.post_mean, mdl.post_var), z),
+        log_identity(mdl.square.expr - mdl.log_px, log_normal(z, mdl.post_mean, mdl.post_var), [z]),
         before=mdl.square.expr - sp.Symbol("log p(x)"),
     )
 
@@ -133,17 +126,17 @@ def _model_steps(d: Derivation, label: str, mdl: _Model, log_marginal_claim, mea
     )
 
 
-def _gap_steps(d, label, mdl: _Model, kl, kl_args) -> tuple[sp.Expr, sp.Expr]:
-    """ELBO(m, v) by integration; gap = log p(x) − ELBO = KL(q ‖ posterior); its minimiser. Returns (elbo, gap)."""
-    mu1, var1, mu2, var2 = kl_args
+def _gap_steps(d, label, mdl: _Model, kl) -> tuple[sp.Expr, sp.Expr]:
+    """ELBO(m, v) by integration; gap = log p(x) − ELBO = KL(q ‖ posterior) (``kl``: E1's result); its minimiser.
+    Returns (elbo, gap)."""
     elbo = tidy(expect_normal(mdl.joint - log_normal(z, m, v), z, m, v))
-    gap_kl = kl.subs({mu1: m, var1: v, mu2: mdl.post_mean, var2: mdl.post_var})
+    gap_kl = kl.at(m, v, mdl.post_mean, mdl.post_var)
     d.step(
         f"({label}) ELBO(m, v) = ∫ N(z; m, v) [log p(x, z) − log N(z; m, v)] dz, and log p(x) − ELBO = "
         "KL(q ‖ p(z|x)) from E1",
         gap_kl,
         "integrate the quadratic against q (z = m + √v u, E2); the KL is E1's result at the exact posterior",
-        log_equal(mdl.log_px - elbo, gap_kl),
+        log_identity(mdl.log_px - elbo, gap_kl),
         before=mdl.log_px - elbo,
     )
     gap = mdl.log_px - elbo  # the gap as derived (log p minus the integrated ELBO)
@@ -180,7 +173,7 @@ def _gap_steps(d, label, mdl: _Model, kl, kl_args) -> tuple[sp.Expr, sp.Expr]:
         f"({label}) At the minimum the gap is 0: ELBO = log p(x) exactly at the true posterior (gap ≥ 0 elsewhere)",
         sp.Integer(0),
         "substitute m, v = posterior mean, variance",
-        log_equal(gap.subs({m: mdl.post_mean, v: mdl.post_var}), 0),
+        log_identity(gap.subs({m: mdl.post_mean, v: mdl.post_var}), 0),
         before=sp.Symbol("gap(posterior)"),
     )
     return elbo, gap_kl
@@ -199,31 +192,22 @@ def build(
     from . import get
 
     d = Derivation("linear_gaussian", "E4", "Linear-Gaussian VAE: exact log p(x), posterior, ELBO gap", "The VAE route")
-    A, integral = gaussian_integral()
-    y = sp.Symbol("y", real=True)
-    d.step(
-        "The Gaussian integral ∫ exp(−A y²) dy = √(π/A), A > 0",
-        sp.sqrt(sp.pi / A),
-        "SymPy integrate",
-        equal(integral, sp.sqrt(sp.pi / A)),
-        before=sp.Integral(sp.exp(-A * y**2), (y, -sp.oo, sp.oo)),
-    )
+    gaussian_integral_step(d)
     kl_result = get("gaussian_kl").result("kl")
 
     one = _derive([x], [w], [b])
     _model_steps(d, "D = 1", one, log_normal(x, b, marginal_variance), posterior_mean, posterior_variance)
-    elbo1, gap1 = _gap_steps(d, "D = 1", one, kl_result.expr, kl_result.args)
+    elbo1, gap1 = _gap_steps(d, "D = 1", one, kl_result)
 
     two = _derive([x1, x2], [w1, w2], [b1, b2])
     _model_steps(d, "D = 2", two, log_mvn(X2, B2, marginal_cov_2d), posterior_mean_2d, posterior_variance_2d)
     elbo2 = tidy(expect_normal(two.joint - log_normal(z, m, v), z, m, v))
-    mu1, var1, mu2, var2 = kl_result.args
-    gap2 = kl_result.expr.subs({mu1: m, var1: v, mu2: two.post_mean, var2: two.post_var})
+    gap2 = kl_result.at(m, v, two.post_mean, two.post_var)
     d.step(
         "(D = 2) log p(x) − ELBO(m, v) = KL(q ‖ p(z|x)) from E1, zero at the exact posterior",
         gap2,
         "ELBO integrated against q as for D = 1",
-        log_equal(two.log_px - elbo2, gap2),
+        log_identity(two.log_px - elbo2, gap2),
         before=two.log_px - elbo2,
     )
 

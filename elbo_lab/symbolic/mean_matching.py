@@ -39,7 +39,7 @@ def build(*, quadratic=TEXTBOOK_QUADRATIC, const=TEXTBOOK_CONST) -> Derivation:
 
     # E1's KL, renamed: p = N(mu_q, var_q) is the posterior q(x_{t-1}|x_t, x_0), q = N(mu_p, sigma2) the model.
     e1 = get("gaussian_kl").result("kl")
-    kl_e1 = e1.expr.subs(dict(zip(e1.args, (mu_q, var_q, mu_p, sigma2))))
+    kl_e1 = e1.at(mu_q, var_q, mu_p, sigma2)
     kl_expr = sp.expand(kl_e1)
     kl_symbol = sp.Symbol(r"\mathrm{KL}(\mathcal{N}(\mu_q,v_q)\,\|\,\mathcal{N}(\mu_p,\sigma^2))")
 

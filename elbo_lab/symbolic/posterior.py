@@ -29,10 +29,17 @@ from __future__ import annotations
 
 import sympy as sp
 
-from ._logalg import log_coefficients_equal, quadratic_coeffs
+from .algebra import (
+    Square,
+    coefficients,
+    complete_square,
+    completes_square,
+    log_identity,
+    log_integral_exp_quadratic,
+    log_normal,  # the function behind E1's exported ``log_density``
+)
 from .core import Derivation, coefficients_equal, holds
 from .forward_marginal import alpha, alpha_bar_prev, beta, eps, x0, x_prev, xt
-from .gaussian_kl import log_normal  # the function behind E1's exported ``log_density``
 
 _alpha_bar_t = (1 - beta) * alpha_bar_prev
 TEXTBOOK_VARIANCE = (1 - alpha_bar_prev) / (1 - _alpha_bar_t) * beta
@@ -57,9 +64,8 @@ def build(*, variance=TEXTBOOK_VARIANCE, mean=TEXTBOOK_MEAN, mean_eps=TEXTBOOK_M
     d = Derivation("posterior", "E6", "Posterior q(x_{t-1}|x_t, x_0) by Bayes", "Reverse diffusion process")
     fm = get("forward_marginal")
 
-    def use(name, *values):
-        r = fm.result(name)
-        return r.expr.xreplace(dict(zip(r.args, map(sp.sympify, values)))).xreplace(IN_ALPHA)
+    def use(name, *values):  # an E5 result at these arguments, in α_t
+        return fm.result(name).at(*values).xreplace(IN_ALPHA)
 
     ab_t = alpha * alpha_bar_prev
     log_fwd = log_normal(xt, use("step_mean", x_prev, beta), use("step_variance", beta))
@@ -68,21 +74,20 @@ def build(*, variance=TEXTBOOK_VARIANCE, mean=TEXTBOOK_MEAN, mean_eps=TEXTBOOK_M
     numerator = log_fwd + log_prev
 
     # 1. Bayes with the Markov property; the denominator is the x_{t-1}-integral of the numerator.
-    A, B, C = quadratic_coeffs(numerator, x_prev)
-    A, B = sp.cancel(A), sp.cancel(B)
-    integrated = C - B**2 / (4 * A) + sp.log(sp.pi) / 2 - sp.log(-A) / 2  # E5 steps 2-4: ∫ exp(A x² + B x + C) dx
+    sq = complete_square(numerator, x_prev)
+    integrated = log_integral_exp_quadratic(sq)  # E5 steps 2-4: log ∫ exp(A x² + B x + C) dx
     d.step(
         "Bayes: q(x_{t-1}|x_t, x_0) = q(x_t|x_{t-1}, x_0) q(x_{t-1}|x_0) / q(x_t|x_0), and q(x_t|x_{t-1}, x_0) ="
         " q(x_t|x_{t-1}) (Markov); the denominator is the E5 marginal N(√ᾱ_t x_0, 1 - ᾱ_t)",
         numerator - log_marg,
         "the denominator is ∫ numerator dx_{t-1}: log ∫ exp(A x² + B x + C) dx = C - B²/(4A) + ½ log(π/(-A))",
-        log_coefficients_equal(
-            integrated, log_marg, [xt, x0], description="log ∫ numerator dx_{t-1} == log q(x_t|x_0)"
-        ),
+        log_identity(integrated, log_marg, [xt, x0], description="log ∫ numerator dx_{t-1} == log q(x_t|x_0)"),
         before=sp.Symbol("log q(x_{t-1}|x_t, x_0)"),
     )
 
     # 2. The log-numerator is quadratic in x_{t-1}; its leading coefficient is minus half a precision.
+    c = coefficients(numerator, x_prev)
+    A, B, C = sp.cancel(c[2]), sp.cancel(c[1]), c[0]
     precision = alpha / beta + 1 / (1 - alpha_bar_prev)
     d.step(
         "The log-numerator is a quadratic A x_{t-1}² + B x_{t-1} + C with -2A = α_t/β_t + 1/(1 - ᾱ_{t-1}) > 0",
@@ -90,7 +95,7 @@ def build(*, variance=TEXTBOOK_VARIANCE, mean=TEXTBOOK_MEAN, mean_eps=TEXTBOOK_M
         "expand both squared exponents and collect powers of x_{t-1}",
         holds(
             lambda: (
-                coefficients_equal(numerator, A * x_prev**2 + B * x_prev + C, [x_prev]).run()[0]
+                log_identity(numerator, A * x_prev**2 + B * x_prev + C, [x_prev]).run()[0]
                 and _zero((-2 * A - precision).subs(IN_ALPHA)),
                 "coefficients in x_prev agree; -2A - (α/β + 1/(1-ᾱ_{t-1})) = 0",
             ),
@@ -100,18 +105,16 @@ def build(*, variance=TEXTBOOK_VARIANCE, mean=TEXTBOOK_MEAN, mean_eps=TEXTBOOK_M
     )
 
     # 3. Complete the square: variance -1/(2A), mean -B/(2A) -- derived, not typed in.
-    var_derived = sp.factor(sp.cancel(-1 / (2 * A)))
-    mean_derived = sp.collect(sp.cancel(-B / (2 * A)), [x0, xt], sp.factor)
+    var_derived = sp.factor(sp.cancel(sq.variance))
+    mean_derived = sp.collect(sp.cancel(sq.centre), [x0, xt], sp.factor)
     square = -((x_prev - mean_derived) ** 2) / (2 * var_derived)
+    derived_square = Square(x_prev, -1 / (2 * var_derived), mean_derived, sq.const)
     d.step(
         "Completing the square: log-numerator = -(x_{t-1} - μ̃_t)²/(2β̃_t) + const(x_t, x_0), with β̃_t = -1/(2A) and"
         " μ̃_t = -B/(2A)",
         square + sp.Symbol("const(x_t, x_0)"),
         "A x² + B x = A (x + B/(2A))² - B²/(4A)",
-        holds(
-            lambda: (_zero(sp.diff(numerator - square, x_prev)), "d/dx_{t-1} (log-numerator - square) = 0"),
-            "the remainder does not depend on x_{t-1}",
-        ),
+        completes_square(numerator, derived_square),
         before=numerator,
     )
 
@@ -170,7 +173,7 @@ def build(*, variance=TEXTBOOK_VARIANCE, mean=TEXTBOOK_MEAN, mean_eps=TEXTBOOK_M
         " normalising constants included",
         log_post,
         "the constants: ½ log(2πβ_t) + ½ log(2π(1-ᾱ_{t-1})) - ½ log(2π(1-ᾱ_t)) = ½ log(2π β̃_t)",
-        log_coefficients_equal(numerator - log_marg, log_post, [x_prev, xt, x0]),
+        log_identity(numerator - log_marg, log_post, [x_prev, xt, x0]),
         before=numerator - log_marg,
     )
 

@@ -10,7 +10,7 @@ Guide section: "The VAE route" (sampling would otherwise break gradient flow).  
   f(z) = z², which equal ∂/∂θ E[f(z)] (= 2·mu and 2·sigma).
 
 Expectations against eps are integrals against the standard normal density (SymPy ``integrate`` of each power
-of eps, :mod:`.gaussian_integrals`); expectations under N(mu, sigma²) are integrated directly in z.
+of eps, :mod:`.algebra`); expectations under N(mu, sigma²) are integrated directly in z.
 Numeric counterparts: the VAE encoder's sampling (``mu + sigma * eps``), tested in ``tests/test_symbolic_vae.py``.
 """
 
@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import sympy as sp
 
+from .algebra import expect_normal, expect_normal_direct, log_identity, normal_pdf
 from .core import Derivation, equal, holds
-from .gaussian_integrals import expect_normal, expect_normal_direct, log_equal
-from .gaussian_kl import normal_pdf
 
 mu = sp.Symbol("mu", real=True)
 sigma = sp.Symbol("sigma", positive=True)
@@ -73,7 +72,7 @@ def build(
         "Change of variables: the density of z is N(g⁻¹(z); 0, 1)·|dg⁻¹/dz|, which is N(z; mu, sigma²)",
         density,
         "p_z(z) = p_eps(g⁻¹(z)) |dg⁻¹/dz| for an invertible differentiable g; compared as log-densities",
-        log_equal(sp.log(density_derived), sp.log(density)),
+        log_identity(sp.log(density_derived), sp.log(density)),
         before=sp.Function("p_eps")(inverse) * sp.Abs(jacobian),
     )
 

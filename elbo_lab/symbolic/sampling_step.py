@@ -26,10 +26,9 @@ from __future__ import annotations
 
 import sympy as sp
 
-from ._polycheck import polynomial_identity
-from .core import Derivation, equal, holds, integral_equals, is_zero
+from .algebra import normal_pdf
+from .core import Derivation, coefficients_equal, equal, holds, integral_equals, is_zero
 from .eps_weight import alpha, alpha_bar, alpha_bar_prev, beta, eps, eps_hat, sigma2, x0, xt
-from .gaussian_kl import normal_pdf
 
 z = sp.Symbol("z", real=True)
 y = sp.Symbol("y", real=True)  # a value of x_{t−1}
@@ -43,19 +42,19 @@ TEXTBOOK_EPS_COEF = beta / sp.sqrt(1 - alpha_bar)
 def build(*, xt_coef=TEXTBOOK_XT_COEF, eps_coef=TEXTBOOK_EPS_COEF) -> Derivation:
     """Build E11.  ``xt_coef``/``eps_coef`` are the claimed coefficients of the update (1/√α_t, β_t/√(1−ᾱ_t))."""
     from . import get
-    from .eps_weight import posterior
 
     d = Derivation("sampling_step", "E11", "The sampling step is a draw from p_θ(x_{t−1}|x_t)", "Sampling")
 
-    beta_tilde = posterior("variance", beta, alpha_bar_prev)
-    mean_x0 = posterior("mean", x0, xt, beta, alpha_bar_prev)
-    mean_eps = posterior("mean_eps", xt, eps, beta, alpha_bar_prev)
-    x0_of_eps = posterior("x0_from_eps", xt, eps, beta, alpha_bar_prev)
+    po = get("posterior")  # E6
+    beta_tilde = po.result("variance").at(beta, alpha_bar_prev)
+    mean_x0 = po.result("mean").at(x0, xt, beta, alpha_bar_prev)
+    mean_eps = po.result("mean_eps").at(xt, eps, beta, alpha_bar_prev)
+    x0_of_eps = po.result("x0_from_eps").at(xt, eps, beta, alpha_bar_prev)
     d.step(
         "Posterior mean in ε form (E6 `mean_eps`): μ̃_t = (x_t − β_t/√(1−ᾱ_t) ε)/√α_t",
         mean_eps,
         "E6's x_0-form mean at x_0 = (x_t − √(1−ᾱ_t) ε)/√ᾱ_t (E6 `x0_from_eps`) gives the same polynomial",
-        polynomial_identity(mean_x0.subs(x0, x0_of_eps), mean_eps, [xt, eps], 1),
+        coefficients_equal(mean_x0.subs(x0, x0_of_eps), mean_eps, [xt, eps], degree=1),
         before=mean_x0,
     )
 
@@ -65,7 +64,7 @@ def build(*, xt_coef=TEXTBOOK_XT_COEF, eps_coef=TEXTBOOK_EPS_COEF) -> Derivation
         "The update's mean (x_t − β_t/√(1−ᾱ_t) ε_θ)/√α_t is μ̃_t with ε replaced by ε_θ: this is μ_θ(x_t)",
         update_mean,
         "compare the coefficients of x_t and ε_θ",
-        polynomial_identity(update_mean, mu_theta, [xt, eps_hat], 1),
+        coefficients_equal(update_mean, mu_theta, [xt, eps_hat], degree=1),
         before=sp.Symbol(r"\mu_\theta(x_t)"),
     )
 
@@ -73,7 +72,7 @@ def build(*, xt_coef=TEXTBOOK_XT_COEF, eps_coef=TEXTBOOK_EPS_COEF) -> Derivation
     e2 = get("reparameterization")
     e2_sample = e2.result("sample")
     step_expr = mu_theta + sp.sqrt(sigma2) * z
-    as_e2 = e2_sample.expr.subs(dict(zip(e2_sample.args, (mu_theta, sp.sqrt(sigma2), z))), simultaneous=True)
+    as_e2 = e2_sample.at(mu_theta, sp.sqrt(sigma2), z)
     d.step(
         "x_{t−1} = μ_θ + σ_t z is E2's reparameterized sample with mu = μ_θ, sigma = σ_t, eps = z",
         step_expr,
@@ -99,7 +98,7 @@ def build(*, xt_coef=TEXTBOOK_XT_COEF, eps_coef=TEXTBOOK_EPS_COEF) -> Derivation
     )
 
     density = e2.result("density")
-    e2_density = density.expr.subs(dict(zip(density.args, (y, M, sp.sqrt(S2)))), simultaneous=True)
+    e2_density = density.at(y, M, sp.sqrt(S2))
     d.step(
         "Its law: the density of μ + σz (E2, change of variables) is N(y; μ, σ²), so x_{t−1} ~ p_θ(x_{t−1}|x_t) "
         "= N(μ_θ, σ_t²)",

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import sympy as sp
 
+from .algebra import expect_moments
 from .core import Derivation, equal, holds, is_zero
 
 w = sp.Symbol("w", positive=True)
@@ -85,9 +86,8 @@ def build(*, expected=TEXTBOOK_EXPECTED, minimiser=TEXTBOOK_MINIMISER) -> Deriva
     )
 
     # 2. Expected term given x_t: ε̂ = ε_θ(x_t, t) is fixed, ε has conditional mean m and variance v.
-    poly = sp.Poly(sp.expand(weighted), eps)
     moments = {0: sp.Integer(1), 1: m, 2: v + m**2}  # E[ε^k | x_t]
-    expected_derived = sp.expand(sum(c * moments[mon[0]] for mon, c in poly.terms()))
+    expected_derived = expect_moments(weighted, eps, moments)
     d.step(
         "Given x_t: E[w (ε − ε̂)² | x_t] = w (Var[ε|x_t] + (E[ε|x_t] − ε̂)²)",
         w * expected,
@@ -150,10 +150,7 @@ def build(*, expected=TEXTBOOK_EXPECTED, minimiser=TEXTBOOK_MINIMISER) -> Deriva
     betas, alpha_bars = linear_schedule(T_EXAMPLE)
     weight_post = e9.result("weight_posterior")
     # t = 2..T (t = 1 is L_0, handled by the decoder; β̃_1 = 0)
-    w_exact = [
-        weight_post.expr.subs(dict(zip(weight_post.args, (betas[t - 1], alpha_bars[t - 1]))))
-        for t in range(2, T_EXAMPLE + 1)
-    ]
+    w_exact = [weight_post.at(betas[t - 1], alpha_bars[t - 1]) for t in range(2, T_EXAMPLE + 1)]
     c = sp.Symbol("c", positive=True)
 
     def not_proportional() -> tuple[bool, str]:

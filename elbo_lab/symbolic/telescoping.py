@@ -10,7 +10,8 @@ N(m_t x_t + c_t, s_t) (symbolic m_t, c_t, s_t stand in for a network), the ident
 holds for all x_0..x_T.  It follows from Bayes, q(x_t|x_{t-1}) = q(x_{t-1}|x_t,x_0) q(x_t|x_0)/q(x_{t-1}|x_0)
 (E6), and the telescoping of the ratios q(x_t|x_0)/q(x_{t-1}|x_0).  Every concrete identity is proved by
 comparing polynomial coefficients in the x's over the field of rational functions of the parameters, with the
-log-normalisers compared as products (``_logalg``; ~0.1 s even for T = 4, where ``simplify`` runs for minutes).
+log-normalisers compared as products (``algebra.log_identity``; ~0.1 s even for T = 4, where ``simplify`` runs for
+minutes).
 Taking the q-expectation turns each bracket into a KL (E1), giving the ELBO
 
     ELBO = E_q[log p_θ(x_0|x_1)] - KL(q(x_T|x_0) ‖ p(x_T))
@@ -43,19 +44,13 @@ from functools import cache
 
 import sympy as sp
 
-from ._logalg import _PI, LogAlgebra, log_coefficients_equal, log_poly_residual
-from .core import Derivation, holds, integral_equals
+from .algebra import LogAlgebra, log_identity, log_residual, standard_normal_moment
+from .core import Derivation, holds
 from .forward_marginal import alpha_bar, alpha_bar_prev, beta, x0, xt
 
 CHAINS = (3, 4)
 m, c = sp.symbols("m c", real=True)
 s = sp.Symbol("s", positive=True)
-u = sp.Symbol("u", real=True)
-
-
-def _use(d, name, *values):
-    r = d.result(name)
-    return r.expr.xreplace(dict(zip(r.args, map(sp.sympify, values))))
 
 
 class _Chain:
@@ -77,18 +72,18 @@ class _Chain:
         self.fm, self.po, self.log_density, self.variance_factor = fm, po, log_density, variance_factor
 
     def ln(self, z, mu, var):
-        return _use_log(self.log_density, z, mu, var)
+        return self.log_density.at(z, mu, var)
 
     def fwd(self, t):  # log q(x_t|x_{t-1})
         xs, b = self.xs, self.b[t]
-        return self.ln(xs[t], _use(self.fm, "step_mean", xs[t - 1], b), _use(self.fm, "step_variance", b))
+        return self.ln(xs[t], self.fm.result("step_mean").at(xs[t - 1], b), self.fm.result("step_variance").at(b))
 
     def marg(self, t):  # log q(x_t|x_0)
-        return self.ln(self.xs[t], _use(self.fm, "mean", x0, self.ab[t]), _use(self.fm, "variance", self.ab[t]))
+        return self.ln(self.xs[t], *_marginal(self.fm, self.ab[t]))
 
     def post_params(self, t, *, claimed=False):
-        mean = _use(self.po, "mean", x0, self.xs[t], self.b[t], self.ab[t - 1])
-        var = _use(self.po, "variance", self.b[t], self.ab[t - 1])
+        mean = self.po.result("mean").at(x0, self.xs[t], self.b[t], self.ab[t - 1])
+        var = self.po.result("variance").at(self.b[t], self.ab[t - 1])
         if claimed:
             var = var * self.variance_factor.get((self.T, t), 1)
         return mean, var
@@ -109,14 +104,9 @@ class _Chain:
         return {self.r[t]: sp.sqrt(1 - self.betas[t]) for t in range(1, self.T + 1)}
 
 
-def _use_log(result, z, mu, var):
-    return result.expr.xreplace(dict(zip(result.args, map(sp.sympify, (z, mu, var)))))
-
-
-def _to_expr(lp) -> sp.Expr:
-    """A :class:`LogPoly` (free of radicals) back to a SymPy expression."""
-    poly = lp.ring.to_sympy(lp.poly) if hasattr(lp.ring, "to_sympy") else lp.poly.as_expr()
-    return (poly + sum(w * sp.log(a) for a, w in lp.logs.items() if w != 0)).subs(_PI, sp.pi)
+def _marginal(fm, ab) -> tuple[sp.Expr, sp.Expr]:
+    """(mean, variance) of q(x_t|x_0) at ᾱ_t = ``ab`` (E5 ``mean``, ``variance``)."""
+    return fm.result("mean").at(x0, ab), fm.result("variance").at(ab)
 
 
 def build(*, sign=1, variance_factor=None) -> Derivation:
@@ -128,9 +118,6 @@ def build(*, sign=1, variance_factor=None) -> Derivation:
     log_density, kl = e1.result("log_density"), e1.result("kl")
     factors = {k: sp.nsimplify(v, rational=True) for k, v in (variance_factor or {}).items()}
     sign = sp.nsimplify(sign, rational=True)
-
-    def kl_of(mu1, var1, mu2, var2):
-        return kl.expr.xreplace(dict(zip(kl.args, map(sp.sympify, (mu1, var1, mu2, var2)))))
 
     chains = {}
     for T in CHAINS:
@@ -160,7 +147,7 @@ def build(*, sign=1, variance_factor=None) -> Derivation:
             " q(x_{t-1}|x_t,x_0) q(x_t|x_0)/q(x_{t-1}|x_0)",
             a_bayes_unsummed,
             "log p_θ(x_{0:T}) = log p(x_T) + Σ log p_θ(x_{t-1}|x_t); log q(x_{1:T}|x_0) = Σ log q(x_t|x_{t-1})",
-            log_coefficients_equal(
+            log_identity(
                 lhs,
                 realise(a_lhs.subs(bayes)),
                 xs,
@@ -195,20 +182,20 @@ def build(*, sign=1, variance_factor=None) -> Derivation:
         # The claimed decomposition (sign and β̃ perturbation are the claims).
         claim_table = dict(concrete) | {P[t]: ch.post(t, claimed=True) for t in ts if t >= 2}
         a_claim = R[1] - (Q[T] - Pr) - sign * sum(P[t] - R[t] for t in ts if t >= 2)
+
+        def regroup(a_claim=a_claim, a_tele=a_tele, lhs=lhs, table=claim_table, xs=xs, realise=realise):
+            abstract = sp.expand(a_claim - a_tele)
+            why = log_residual(lhs - realise(a_claim, table), xs)
+            return abstract == 0 and why is None, (
+                f"abstract regrouping residual {abstract}; concrete identity {why or 'holds: coefficients agree'}"
+            )
+
         d.step(
             f"T = {T}: regroup: log p_θ(x0:{T}) - log q(x1:{T}|x0) = log p_θ(x0|x1) - [log q(x{T}|x0) - log p(x{T})]"
             " - Σ_{t≥2} [log q(x_{t-1}|x_t,x0) - log p_θ(x_{t-1}|x_t)]",
             a_claim,
             "the remaining terms, grouped as L_0, L_T and the L_{t-1}",
-            holds(
-                lambda a_claim=a_claim, a_tele=a_tele, lhs=lhs, claim_table=claim_table, xs=xs: (
-                    (sp.expand(a_claim - a_tele) == 0)
-                    and log_poly_residual(lhs - realise(a_claim, claim_table), xs) is None,
-                    f"abstract regrouping residual {sp.expand(a_claim - a_tele)}; concrete identity "
-                    f"{log_poly_residual(lhs - realise(a_claim, claim_table), xs) or 'holds: coefficients agree'}",
-                ),
-                f"abstract regrouping and the concrete T = {T} identity in x0..x{T} (logs as products)",
-            ),
+            holds(regroup, f"abstract regrouping and the concrete T = {T} identity in x0..x{T} (logs as products)"),
             before=a_lhs,
         )
 
@@ -224,9 +211,8 @@ def build(*, sign=1, variance_factor=None) -> Derivation:
         "integrate against the standard normal density",
         holds(
             lambda: (
-                integral_equals(u * sp.exp(-(u**2) / 2) / sp.sqrt(2 * sp.pi), u, 0).run()[0]
-                and integral_equals(u**2 * sp.exp(-(u**2) / 2) / sp.sqrt(2 * sp.pi), u, 1).run()[0],
-                "∫ u N(u) du = 0, ∫ u² N(u) du = 1",
+                standard_normal_moment(1) == 0 and standard_normal_moment(2) == 1,
+                "∫ u N(u; 0, 1) du = 0, ∫ u² N(u; 0, 1) du = 1",
             ),
             "two Gaussian integrals",
         ),
@@ -242,9 +228,9 @@ def build(*, sign=1, variance_factor=None) -> Derivation:
         cov[(t, t)] = sp.expand(ch.r[t] ** 2 * cov[(t - 1, t - 1)] + ch.b[t])
 
     brackets = {t: ch.post(t) - ch.rev(t) for t in (2, 3)}
-    kls = {t: kl_of(*ch.post_params(t), *ch.rev_params(t)) for t in (2, 3)}
+    kls = {t: kl.at(*ch.post_params(t), *ch.rev_params(t)) for t in (2, 3)}
     prior_term = ch.marg(3) - ch.prior()
-    prior_kl = kl_of(_use(fm, "mean", x0, ch.ab[3]), _use(fm, "variance", ch.ab[3]), 0, 1)
+    prior_kl = kl.at(*_marginal(fm, ch.ab[3]), 0, 1)
     lhs3 = ch.prior() + sum(ch.rev(t) for t in ts) - sum(ch.fwd(t) for t in ts)
     recon = ch.rev(1)
     alg = LogAlgebra([lhs3, *brackets.values(), *kls.values(), prior_term, prior_kl], xs)
@@ -257,7 +243,7 @@ def build(*, sign=1, variance_factor=None) -> Derivation:
 
     @cache
     def marginal_e(expr, t):  # E over x_t ~ q(x_t|x_0) (E5), for an expression in x_t (and x_0) only
-        mu_t, v_t = _use(fm, "mean", x0, ch.ab[t]), _use(fm, "variance", ch.ab[t])
+        mu_t, v_t = _marginal(fm, ch.ab[t])
         return alg(expr).expect([t], {t: alg.poly(mu_t)}, {(t, t): alg.poly(mu_t**2 + v_t)})
 
     def per_term() -> tuple[bool, str]:
@@ -281,7 +267,7 @@ def build(*, sign=1, variance_factor=None) -> Derivation:
             total = total - marginal_e(kls[t], t) if sign == 1 else total + marginal_e(kls[t], t)
         return total
 
-    elbo_expr = _to_expr(elbo_lp())
+    elbo_expr = alg.expr(elbo_lp())
     d.step(
         "Hence the ELBO: E_q[log p_θ(x_{0:T}) - log q(x_{1:T}|x_0)] = E_q[log p_θ(x_0|x_1)] - KL(q(x_T|x_0) ‖ p(x_T))"
         " - Σ_{t≥2} E_{q(x_t|x_0)} KL(q(x_{t-1}|x_t,x_0) ‖ p_θ(x_{t-1}|x_t))",
@@ -306,8 +292,7 @@ def build(*, sign=1, variance_factor=None) -> Derivation:
     for t in (2, 3):
         d.export(f"denoise_T3_{t}", brackets[t].xreplace(to_beta), args3, f"log q(x_{t - 1}|x_{t},x_0) - log p_θ, nats")
     d.export("elbo_T3", elbo_expr.xreplace(to_beta), (x0, *args3[4:]), "exact ELBO of the T = 3 chain, nats")
-    mu_T, v_T = _use(fm, "mean", x0, alpha_bar), _use(fm, "variance", alpha_bar)
-    d.export("prior_kl", kl_of(mu_T, v_T, 0, 1), (x0, alpha_bar), "KL(q(x_T|x_0) ‖ N(0, 1)), nats")
-    pm, pv = _use(po, "mean", x0, xt, beta, alpha_bar_prev), _use(po, "variance", beta, alpha_bar_prev)
-    d.export("kl_term", kl_of(pm, pv, m * xt + c, s), (xt, x0, beta, alpha_bar_prev, m, c, s), "L_{t-1}, nats")
+    d.export("prior_kl", kl.at(*_marginal(fm, alpha_bar), 0, 1), (x0, alpha_bar), "KL(q(x_T|x_0) ‖ N(0, 1)), nats")
+    pm, pv = po.result("mean").at(x0, xt, beta, alpha_bar_prev), po.result("variance").at(beta, alpha_bar_prev)
+    d.export("kl_term", kl.at(pm, pv, m * xt + c, s), (xt, x0, beta, alpha_bar_prev, m, c, s), "L_{t-1}, nats")
     return d

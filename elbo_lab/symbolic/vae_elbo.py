@@ -24,19 +24,20 @@ from __future__ import annotations
 
 import sympy as sp
 
-from .core import Derivation, equal, holds, integral_equals
-from .gaussian_integrals import (
-    coefficients_log_equal,
+from .algebra import (
+    coefficients,
     complete_square,
     completes_square,
     expect_normal,
     expect_normal_direct,
-    gaussian_integral,
-    log_equal,
+    gaussian_integral_step,
+    log_identity,
     log_integral_exp_quadratic,
+    log_normal,
+    normal_pdf,
     tidy,
 )
-from .gaussian_kl import log_normal, normal_pdf
+from .core import Derivation, holds, integral_equals
 
 x, w, b, m, z = sp.symbols("x w b m z", real=True)
 s2, v = sp.symbols("s2 v", positive=True)
@@ -48,17 +49,11 @@ LOG_PX, LOG_PXZ = sp.Symbol("log p(x)"), sp.Symbol("log p(x,z)")  # display only
 P_X, P_XZ, P_XGZ, P_Z, Q = (sp.Symbol(n, positive=True) for n in ("p(x)", "p(x,z)", "p(x|z)", "p(z)", "q(z|x)"))
 
 
-def _kl():
-    """E1's derived KL(N(mu1, var1) ‖ N(mu2, var2)) and its arguments."""
-    from . import get
-
-    r = get("gaussian_kl").result("kl")
-    return r.expr, r.args
-
-
 def build(*, log_marginal=ELBO + GAP, elbo=RECON - KL_PRIOR, marginal_variance=w**2 + s2) -> Derivation:
     """Build E3.  ``log_marginal`` (in ELBO, GAP) and ``elbo`` (in RECON, KL_PRIOR) are the claimed identities;
     ``marginal_variance`` the claimed Var[x] of the conjugate model.  Tests pass wrong ones and expect a ✗."""
+    from . import get
+
     d = Derivation(
         "vae_elbo", "E3", "log p(x) = ELBO + KL(q ‖ p(z|x)); ELBO = E_q log p(x|z) − KL(q ‖ p(z))", "The VAE route"
     )
@@ -70,7 +65,7 @@ def build(*, log_marginal=ELBO + GAP, elbo=RECON - KL_PRIOR, marginal_variance=w
         "For every z: log p(x) = log[p(x,z)/q(z|x)] + log[q(z|x)/p(z|x)]",
         pointwise_1,
         "Bayes: p(z|x) = p(x,z)/p(x); the q's cancel",
-        log_equal(sp.log(P_X), pointwise_1),
+        log_identity(sp.log(P_X), pointwise_1),
         before=sp.log(P_X),
     )
     pointwise_2 = elbo.subs({RECON: sp.log(P_XGZ), KL_PRIOR: sp.log(Q / P_Z)})
@@ -78,7 +73,7 @@ def build(*, log_marginal=ELBO + GAP, elbo=RECON - KL_PRIOR, marginal_variance=w
         "For every z: log[p(x,z)/q(z|x)] = log p(x|z) − log[q(z|x)/p(z)]",
         pointwise_2,
         "the model factorises: p(x,z) = p(x|z) p(z)",
-        log_equal(sp.log(P_XGZ * P_Z / Q), pointwise_2),
+        log_identity(sp.log(P_XGZ * P_Z / Q), pointwise_2),
         before=sp.log(P_XGZ * P_Z / Q),
     )
     c = sp.Symbol("c", real=True)
@@ -99,15 +94,15 @@ def build(*, log_marginal=ELBO + GAP, elbo=RECON - KL_PRIOR, marginal_variance=w
     joint = sp.expand(log_lik + log_prior)
 
     def quadratic_concave() -> tuple[bool, str]:
-        poly = sp.Poly(joint, z)
-        lead = sp.factor(poly.LC())
-        return poly.degree() == 2 and lead.is_negative is True, f"degree {poly.degree()}, z² coefficient {lead} < 0"
+        coeffs = coefficients(joint, z)
+        degree, lead = max(coeffs), sp.factor(coeffs[max(coeffs)])
+        return degree == 2 and lead.is_negative is True, f"degree {degree}, z² coefficient {lead} < 0"
 
     d.step(
         "Conjugate model: log p(x, z) = log N(x; w z + b, s2) + log N(z; 0, 1), a concave quadratic in z",
         joint,
         "expand the two Gaussian log-densities",
-        holds(quadratic_concave, "Poly in z: degree 2 with negative leading coefficient"),
+        holds(quadratic_concave, "polynomial in z: degree 2 with negative leading coefficient"),
         before=LOG_PXZ,
     )
 
@@ -119,28 +114,21 @@ def build(*, log_marginal=ELBO + GAP, elbo=RECON - KL_PRIOR, marginal_variance=w
         completes_square(joint, sq),
         before=joint,
     )
-    A, integral = gaussian_integral()
-    d.step(
-        "The Gaussian integral ∫ exp(−A y²) dy = √(π/A), A > 0",
-        sp.sqrt(sp.pi / A),
-        "SymPy integrate",
-        equal(integral, sp.sqrt(sp.pi / A)),
-        before=sp.Integral(sp.exp(-A * sp.Symbol("y") ** 2), (sp.Symbol("y"), -sp.oo, sp.oo)),
-    )
+    gaussian_integral_step(d)
     log_px = tidy(log_integral_exp_quadratic(sq))
     d.step(
         "Exact log p(x) = log ∫ p(x, z) dz: the marginal of x is N(b, w² + s2)",
         log_normal(x, b, marginal_variance),
         "shift z by the centre of the square, then the Gaussian integral with A = −a",
-        log_equal(log_px, log_normal(x, b, marginal_variance)),
+        log_identity(log_px, log_normal(x, b, marginal_variance)),
         before=log_px,
     )
-    post_mean, post_var = sq.centre, sp.factor(-1 / (2 * sq.a))
+    post_mean, post_var = sq.centre, sq.variance
     d.step(
         "Exact posterior (Bayes): log p(z|x) = log p(x, z) − log p(x) = log N(z; mean, variance)",
         log_normal(z, post_mean, post_var),
         "the square's centre is the mean, −1/(2a) the variance; the constants match p(x)",
-        coefficients_log_equal(sq.expr - log_px, log_normal(z, post_mean, post_var), z),
+        log_identity(sq.expr - log_px, log_normal(z, post_mean, post_var), [z]),
         before=sq.expr - LOG_PX,
     )
 
@@ -150,33 +138,33 @@ def build(*, log_marginal=ELBO + GAP, elbo=RECON - KL_PRIOR, marginal_variance=w
         "ELBO = ∫ q(z|x) [log p(x, z) − log q(z|x)] dz, integrated by SymPy",
         elbo_int,
         "expand into a polynomial in z; integrate each power against q (z = m + √v u, E2)",
-        log_equal(elbo_int, expect_normal_direct(joint - log_q, z, m, v)),
+        log_identity(elbo_int, expect_normal_direct(joint - log_q, z, m, v)),
         before=sp.Integral(q_density * (joint - log_q), (z, -sp.oo, sp.oo)),
     )
-    kl, (mu1, var1, mu2, var2) = _kl()
+    kl = get("gaussian_kl").result("kl")  # E1
     recon = expect_normal(log_lik, z, m, v)
-    kl_prior = kl.subs({mu1: m, var1: v, mu2: 0, var2: 1})
+    kl_prior = kl.at(m, v, 0, 1)
     elbo_claimed = elbo.subs({RECON: recon, KL_PRIOR: kl_prior})
     d.step(
         "ELBO = E_q[log p(x|z)] − KL(q(z|x) ‖ p(z)), with the KL from E1",
         elbo_claimed,
         "E_q[log p(x|z)] integrated against q; KL(N(m, v) ‖ N(0, 1)) from E1",
-        log_equal(elbo_int, elbo_claimed),
+        log_identity(elbo_int, elbo_claimed),
         before=elbo_int,
     )
-    gap = kl.subs({mu1: m, var1: v, mu2: post_mean, var2: post_var})
+    gap = kl.at(m, v, post_mean, post_var)
     d.step(
         "log p(x) = ELBO + KL(q(z|x) ‖ p(z|x)), with the KL from E1 against the exact posterior",
         log_marginal.subs({ELBO: elbo_int, GAP: gap}),
         "both sides integrated / completed by SymPy and compared",
-        log_equal(log_px, log_marginal.subs({ELBO: elbo_int, GAP: gap})),
+        log_identity(log_px, log_marginal.subs({ELBO: elbo_int, GAP: gap})),
         before=log_px,
     )
     d.step(
         "Hence ELBO ≤ log p(x) (E1: KL ≥ 0), with equality when q(z|x) is the exact posterior",
         sp.Integer(0),
         "substitute m = posterior mean, v = posterior variance into log p(x) − ELBO",
-        log_equal((log_px - elbo_int).subs({m: post_mean, v: post_var}), 0),
+        log_identity((log_px - elbo_int).subs({m: post_mean, v: post_var}), 0),
         before=LOG_PX - ELBO,
     )
 
