@@ -256,7 +256,7 @@ def _full_vs_closed(seed: int) -> ClaimResult:
 
     s = NoiseSchedule.linear(100, 1e-3, 0.15)
     data = _oracle()
-    x0 = data.sample(2000, torch.Generator().manual_seed(seed + 1))
+    x0 = data.sample(1000, torch.Generator().manual_seed(seed + 1))
     r = variational_bound(data.optimal_eps(s), s, x0, decoder="gaussian", variance="posterior", generator=seed)
     exact = float(data.expected_bound(s, "posterior").total)
     return within_stderr(r.mean(), r.mean_stderr(), exact)
