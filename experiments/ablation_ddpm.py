@@ -7,7 +7,7 @@ engine's importance-sampled bound (an NLL bound ≥ −log p, bits/dim, with its
 Results are cached per configuration in ``OUT/<name>/result.json`` (rerunning skips finished ones) and the table
 is written to ``OUT/table.md`` and ``OUT/table.json`` (atomically), each row with the device it ran on.
 
-    .venv/bin/python experiments/ablation_ddpm.py --steps 150                  # the recorded table
+    .venv/bin/python experiments/ablation_ddpm.py --steps 150                  # the table in docs/ddpm.md
     .venv/bin/python experiments/ablation_ddpm.py --only default --minutes 10  # the headline run
 """
 

@@ -50,7 +50,7 @@ VARIANCES = ("posterior", "beta", "learned")
 @dataclass
 class TrainConfig:
     """Everything that defines a run (stored in checkpoints as a plain dict).  Defaults: the configuration
-    chosen by ``experiments/ablation_ddpm.py`` (see its table)."""
+    chosen by ``experiments/ablation_ddpm.py`` (table in ``docs/ddpm.md``)."""
 
     data: str = "digits"
     levels: int | None = None
