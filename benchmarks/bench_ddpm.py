@@ -37,7 +37,10 @@ def part_a(checkpoint: str, n_images: int, ladder: list[int]) -> None:
     images costs N·T evaluations; an estimator with per-image variance V_M needs N' = N·V_M/V_full images for the
     same standard error, i.e. N'·(evaluations per image) + pilot.  Ratio = N·T / that.
     """
-    print(f"(a) importance vs full estimator on {checkpoint}, {n_images} test images")
+    print(
+        f"(a) importance vs full estimator on {checkpoint}, {n_images} test images, "
+        f"{device_description(torch.device('cpu'))}"
+    )
     model, ckpt = load_model(checkpoint, "cpu")
     x = load_digits().test[:n_images].to(torch.float64)
     kw = dict(
