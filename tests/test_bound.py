@@ -29,24 +29,10 @@ from elbo_lab.bound import (
 )
 from elbo_lab.gaussian import discretized_gaussian_log_likelihood, normal_log_prob
 from elbo_lab.schedule import NoiseSchedule
-from elbo_lab.symbolic import get
+from elbo_lab.symbolic import reference
 
 T, DIM, LEVELS = 20, 4, 17
 F64 = torch.float64
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: intra-op threads only add contention on the shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _ref(derivation: str, result: str, **values):
-    r = get(derivation).result(result)
-    return np.asarray(r.numpy(**{name: values[name] for name in r.arg_names}), dtype=np.float64)
 
 
 class AffineEps:
@@ -90,23 +76,23 @@ def exact_terms(model: AffineEps, schedule: NoiseSchedule, x0: torch.Tensor, var
     eye = np.eye(x.shape[1])
     sigma2 = D.reverse_variance(s, None, variance).numpy()
     beta, abp = s.betas.numpy(), s.alpha_bars_prev.numpy()
-    w = _ref("eps_weight", "weight", beta=beta, alpha_bar_prev=abp, sigma2=sigma2)  # (T,)
+    w = reference("eps_weight", "weight", beta=beta, alpha_bar_prev=abp, sigma2=sigma2)  # (T,)
     out = np.empty((x.shape[0], s.T))
     for k in range(s.T):
         mse = ((eye - sd[k] * M[k]) ** 2).sum() + ((a[k] * x @ M[k].T + c[k]) ** 2).sum(1)  # (N,)
         if k == 0:
             out[:, k] = w[k] * mse + 0.5 * x.shape[1] * np.log(2 * np.pi * sigma2[k])
         else:
-            const = _ref("mean_matching", "const", var_q=s.posterior_variance[k].item(), sigma2=sigma2[k])
+            const = reference("mean_matching", "const", var_q=s.posterior_variance[k].item(), sigma2=sigma2[k])
             out[:, k] = w[k] * mse + x.shape[1] * const
     return out
 
 
 def exact_prior(schedule: NoiseSchedule, x0: torch.Tensor) -> np.ndarray:
     ab = schedule.alpha_bars[-1].item()
-    mean = _ref("forward_marginal", "mean", x0=x0.numpy(), alpha_bar=ab)
-    var = _ref("forward_marginal", "variance", alpha_bar=ab)
-    return _ref("gaussian_kl", "kl", mu1=mean, var1=var, mu2=0.0, var2=1.0).sum(1)
+    mean = reference("forward_marginal", "mean", x0=x0.numpy(), alpha_bar=ab)
+    var = reference("forward_marginal", "variance", alpha_bar=ab)
+    return reference("gaussian_kl", "kl", mu1=mean, var1=var, mu2=0.0, var2=1.0).sum(1)
 
 
 # -- terms --------------------------------------------------------------------------------------------------------
@@ -136,10 +122,10 @@ def test_kl_term_vs_sympy_kl(model, schedule, x0):
     got = bound_term(model, schedule, x0, k, noise, decoder="gaussian", variance="beta")
     xt = D.q_sample(schedule, x0, k, noise)
     beta, abp = schedule.betas[5].item(), schedule.alpha_bars_prev[5].item()
-    mu_q = _ref("posterior", "mean", x0=x0.numpy(), xt=xt.numpy(), beta=beta, alpha_bar_prev=abp)
-    var_q = _ref("posterior", "variance", beta=beta, alpha_bar_prev=abp)
-    mu_p = _ref("posterior", "mean_eps", xt=xt.numpy(), eps=model(xt, k).numpy(), beta=beta, alpha_bar_prev=abp)
-    want = _ref("mean_matching", "kl", mu_q=mu_q, var_q=var_q, mu_p=mu_p, var_p=beta).sum(1)
+    mu_q = reference("posterior", "mean", x0=x0.numpy(), xt=xt.numpy(), beta=beta, alpha_bar_prev=abp)
+    var_q = reference("posterior", "variance", beta=beta, alpha_bar_prev=abp)
+    mu_p = reference("posterior", "mean_eps", xt=xt.numpy(), eps=model(xt, k).numpy(), beta=beta, alpha_bar_prev=abp)
+    want = reference("mean_matching", "kl", mu_q=mu_q, var_q=var_q, mu_p=mu_p, var_p=beta).sum(1)
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-10)
 
 

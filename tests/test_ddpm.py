@@ -16,16 +16,15 @@ import pytest
 import torch
 
 from elbo_lab import diffusion as D
-from elbo_lab.bound import simple_term, variational_bound
+from elbo_lab.bound import simple_term, trajectory_bound, variational_bound
 from elbo_lab.cli import main as cli
 from elbo_lab.data import load_digits
 from elbo_lab.ddpm import TrainConfig, load_checkpoint, load_model, train
 from elbo_lab.ddpm.model import EpsModel, build_eps_model, make_net_config
 from elbo_lab.ddpm.sampler import ImportanceSampler, UniformSampler
-from elbo_lab.gaussian import discretized_gaussian_log_likelihood, normal_log_prob
 from elbo_lab.nets import MLPConfig, MLPEps, UNetConfig, UNetEps
 from elbo_lab.schedule import NoiseSchedule
-from elbo_lab.symbolic import get
+from elbo_lab.symbolic import reference
 
 F64 = torch.float64
 TINY = dict(
@@ -39,20 +38,6 @@ TINY = dict(
     lr=2e-3,
     ema_decay=0.9,
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: extra intra-op threads only add contention on the shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _ref(derivation: str, result: str, **values):
-    r = get(derivation).result(result)
-    return np.asarray(r.numpy(**{name: values[name] for name in r.arg_names}), dtype=np.float64)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +64,7 @@ def test_predict_eps_vs_sympy_and_inverts_q_sample():
     xt = D.q_sample(s, x0, k, eps)
     got = D.predict_eps(s, xt, k, x0)
     ab = s.alpha_bars[k].numpy()[:, None]
-    ref = _ref("forward_marginal", "eps_from_xt", xt=xt.numpy(), x0=x0.numpy(), alpha_bar=ab)
+    ref = reference("forward_marginal", "eps_from_xt", xt=xt.numpy(), x0=x0.numpy(), alpha_bar=ab)
     np.testing.assert_allclose(got.numpy(), ref, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(got.numpy(), eps.numpy(), rtol=1e-9, atol=1e-9)
 
@@ -87,7 +72,7 @@ def test_predict_eps_vs_sympy_and_inverts_q_sample():
 def test_simple_term_vs_sympy():
     g = torch.Generator().manual_seed(1)
     eps, eps_hat = torch.randn(4, 3, 2, generator=g, dtype=F64), torch.randn(4, 3, 2, generator=g, dtype=F64)
-    ref = _ref("simple_loss", "simple_term", eps=eps.numpy(), eps_hat=eps_hat.numpy()).reshape(4, -1).mean(1)
+    ref = reference("simple_loss", "simple_term", eps=eps.numpy(), eps_hat=eps_hat.numpy()).reshape(4, -1).mean(1)
     np.testing.assert_allclose(simple_term(eps, eps_hat).numpy(), ref, rtol=1e-12)
 
 
@@ -138,12 +123,12 @@ def test_categorical_head_is_the_bayes_denoiser_at_zero_logits():
         got = model(xt, k).numpy()
     grid = np.linspace(-1, 1, K)
     ab = s.alpha_bars[k].numpy().reshape(3, 1, 1, 1, 1)
-    mean = _ref("forward_marginal", "mean", x0=grid.reshape(1, 1, 1, 1, K), alpha_bar=ab)
-    var = _ref("forward_marginal", "variance", alpha_bar=ab)
+    mean = reference("forward_marginal", "mean", x0=grid.reshape(1, 1, 1, 1, K), alpha_bar=ab)
+    var = reference("forward_marginal", "variance", alpha_bar=ab)
     logw = -((xt.numpy()[..., None] - mean) ** 2) / (2 * var)
     w = np.exp(logw - logw.max(-1, keepdims=True))
     x0_hat = (w * grid).sum(-1) / w.sum(-1)
-    ref = _ref("forward_marginal", "eps_from_xt", xt=xt.numpy(), x0=x0_hat, alpha_bar=ab[..., 0])
+    ref = reference("forward_marginal", "eps_from_xt", xt=xt.numpy(), x0=x0_hat, alpha_bar=ab[..., 0])
     np.testing.assert_allclose(got, ref, rtol=1e-8, atol=1e-8)
 
 
@@ -222,38 +207,11 @@ def test_routes_kl_equals_eps_form_on_trained_model(trained, test_images, varian
     np.testing.assert_allclose(kl.total.numpy(), eps.total.numpy(), rtol=1e-10)
 
 
-def _trajectory_nll(model: EpsModel, x0: torch.Tensor, variance: str, levels: int, seed: int) -> torch.Tensor:
-    """Route (3): log q(x_{1:T}|x_0) − log p_θ(x_{0:T}) per trajectory (R,), nats, trajectories from q drawn
-    x_T ~ q(x_T|x_0) then x_{t−1} ~ q(x_{t−1}|x_t, x_0) (the factorisation of E7), all densities from the engine."""
-    s, g = model.schedule, torch.Generator().manual_seed(seed)
-    R = x0.shape[0]
-    mean, var = D.q_marginal(s, x0, s.T - 1)
-    x = mean + var.sqrt() * torch.randn(x0.shape, generator=g, dtype=F64)  # x_T
-    log_q = normal_log_prob(x, mean, var).flatten(1).sum(1)
-    log_p = normal_log_prob(x, torch.zeros_like(x), torch.ones_like(x)).flatten(1).sum(1)
-    for k in range(s.T - 1, -1, -1):
-        kk = torch.full((R,), k)
-        with torch.no_grad():
-            out = model(x, kk)
-        eps_hat, v = out if isinstance(out, tuple) else (out, None)
-        mu = D.reverse_mean(s, x, kk, eps_hat)
-        sigma2 = D.reverse_variance_from_v(s, kk, v) if variance == "learned" else D.reverse_variance(s, k, variance)
-        if k == 0:
-            log_p += discretized_gaussian_log_likelihood(x0, mu, sigma2, levels).flatten(1).sum(1)
-            break
-        m_q, v_q = D.q_posterior(s, x0, x, kk)
-        x_prev = m_q + v_q.sqrt() * torch.randn(x0.shape, generator=g, dtype=F64)
-        log_q += normal_log_prob(x_prev, m_q, v_q).flatten(1).sum(1)
-        log_p += normal_log_prob(x_prev, mu, sigma2).flatten(1).sum(1)
-        x = x_prev
-    return log_q - log_p
-
-
 @pytest.mark.parametrize("variance", ["learned", "posterior"])
 def test_routes_trajectory_monte_carlo_matches_bound(trained, test_images, variance):
     model, _ = load_model(trained)
     x = test_images[3:4].repeat(600, 1, 1, 1)
-    nll = _trajectory_nll(model, x, variance, 17, seed=11)
+    nll = trajectory_bound(model, model.schedule, x, variance=variance, levels=17, generator=11, model_dtype=F64)
     mc, mc_se = nll.mean().item(), nll.std().item() / math.sqrt(len(nll))
     full = variational_bound(
         model, model.schedule, x[:600], variance=variance, levels=17, generator=12, model_dtype=F64, chunk_size=4000

@@ -14,16 +14,10 @@ from hypothesis import strategies as st
 
 from elbo_lab import diffusion as D
 from elbo_lab.schedule import NoiseSchedule
-from elbo_lab.symbolic import get
+from elbo_lab.symbolic import reference
 
 RTOL = 1e-10
 B, DIM = 5, 3
-
-
-def _ref(derivation: str, result: str, **values):
-    """Evaluate a lambdified SymPy result by argument name (float64 numpy)."""
-    r = get(derivation).result(result)
-    return np.asarray(r.numpy(**{name: values[name] for name in r.arg_names}), dtype=np.float64)
 
 
 def _close(actual: torch.Tensor, expected, scale=None) -> None:
@@ -61,12 +55,12 @@ def test_forward_marginal_vs_e5(p):
     kk = torch.full((B,), k)
     _close(
         D.q_sample(s, x0, kk, eps),
-        _ref("forward_marginal", "sample", x0=x0.numpy(), eps=eps.numpy(), alpha_bar=ab),
-        _ref("forward_marginal", "sample", x0=x0.abs().numpy(), eps=eps.abs().numpy(), alpha_bar=ab),
+        reference("forward_marginal", "sample", x0=x0.numpy(), eps=eps.numpy(), alpha_bar=ab),
+        reference("forward_marginal", "sample", x0=x0.abs().numpy(), eps=eps.abs().numpy(), alpha_bar=ab),
     )
     mean, var = D.q_marginal(s, x0, kk)
-    _close(mean, _ref("forward_marginal", "mean", x0=x0.numpy(), alpha_bar=ab))
-    _close(var.expand_as(x0), _ref("forward_marginal", "variance", alpha_bar=ab))
+    _close(mean, reference("forward_marginal", "mean", x0=x0.numpy(), alpha_bar=ab))
+    _close(var.expand_as(x0), reference("forward_marginal", "variance", alpha_bar=ab))
 
 
 @settings(max_examples=80, deadline=None)
@@ -77,19 +71,21 @@ def test_posterior_vs_e6(p):
     mean, var = D.q_posterior(s, x0, xt, kk)
     _close(
         mean,
-        _ref("posterior", "mean", x0=x0.numpy(), xt=xt.numpy(), beta=beta, alpha_bar_prev=abp),
-        _ref("posterior", "mean", x0=x0.abs().numpy(), xt=xt.abs().numpy(), beta=beta, alpha_bar_prev=abp),
+        reference("posterior", "mean", x0=x0.numpy(), xt=xt.numpy(), beta=beta, alpha_bar_prev=abp),
+        reference("posterior", "mean", x0=x0.abs().numpy(), xt=xt.abs().numpy(), beta=beta, alpha_bar_prev=abp),
     )
-    _close(var.expand_as(x0), _ref("posterior", "variance", beta=beta, alpha_bar_prev=abp))
+    _close(var.expand_as(x0), reference("posterior", "variance", beta=beta, alpha_bar_prev=abp))
     _close(
         D.predict_x0(s, xt, kk, eps),
-        _ref("posterior", "x0_from_eps", xt=xt.numpy(), eps=eps.numpy(), beta=beta, alpha_bar_prev=abp),
-        _ref("posterior", "x0_from_eps", xt=xt.abs().numpy(), eps=-eps.abs().numpy(), beta=beta, alpha_bar_prev=abp),
+        reference("posterior", "x0_from_eps", xt=xt.numpy(), eps=eps.numpy(), beta=beta, alpha_bar_prev=abp),
+        reference(
+            "posterior", "x0_from_eps", xt=xt.abs().numpy(), eps=-eps.abs().numpy(), beta=beta, alpha_bar_prev=abp
+        ),
     )
     _close(
         D.reverse_mean(s, xt, kk, eps),
-        _ref("posterior", "mean_eps", xt=xt.numpy(), eps=eps.numpy(), beta=beta, alpha_bar_prev=abp),
-        _ref("posterior", "mean_eps", xt=xt.abs().numpy(), eps=-eps.abs().numpy(), beta=beta, alpha_bar_prev=abp),
+        reference("posterior", "mean_eps", xt=xt.numpy(), eps=eps.numpy(), beta=beta, alpha_bar_prev=abp),
+        reference("posterior", "mean_eps", xt=xt.abs().numpy(), eps=-eps.abs().numpy(), beta=beta, alpha_bar_prev=abp),
     )
 
 
@@ -98,8 +94,8 @@ def test_posterior_vs_e6(p):
 def test_sampling_step_vs_e11(p):
     s, k, beta, abp, x0, xt, eps, z = p
     kk = torch.full((B,), k)
-    mean = _ref("sampling_step", "mean", xt=xt.numpy(), eps_hat=eps.numpy(), beta=beta, alpha_bar_prev=abp)
-    scale = _ref(
+    mean = reference("sampling_step", "mean", xt=xt.numpy(), eps_hat=eps.numpy(), beta=beta, alpha_bar_prev=abp)
+    scale = reference(
         "sampling_step", "mean", xt=xt.abs().numpy(), eps_hat=-eps.abs().numpy(), beta=beta, alpha_bar_prev=abp
     )
     _close(D.reverse_mean(s, xt, kk, eps), mean, scale)
@@ -109,7 +105,7 @@ def test_sampling_step_vs_e11(p):
             _close(out, mean, scale)  # no noise at the last sampling step (t = 1)
         else:
             sigma2 = D.reverse_variance(s, k, variance).item()
-            step = _ref(
+            step = reference(
                 "sampling_step",
                 "step",
                 xt=xt.numpy(),
@@ -129,12 +125,12 @@ def test_eps_weight_vs_e9(p):
     for variance in ("posterior", "beta"):
         w = D.eps_weight(s, variance)[k]
         sigma2 = D.reverse_variance(s, k, variance).item()
-        _close(w, _ref("eps_weight", "weight", beta=beta, alpha_bar_prev=abp, sigma2=sigma2))
+        _close(w, reference("eps_weight", "weight", beta=beta, alpha_bar_prev=abp, sigma2=sigma2))
     if k >= 1:  # σ² = β̃_t: the posterior and SNR forms (t ≥ 2 only; SNR(0) = ∞)
         w = D.eps_weight(s, "posterior")[k]
-        _close(w, _ref("eps_weight", "weight_posterior", beta=beta, alpha_bar_prev=abp))
+        _close(w, reference("eps_weight", "weight_posterior", beta=beta, alpha_bar_prev=abp))
         snr = s.snr.numpy()
-        _close(w, _ref("eps_weight", "weight_snr", snr_prev=snr[k - 1], snr=snr[k]))
+        _close(w, reference("eps_weight", "weight_snr", snr_prev=snr[k - 1], snr=snr[k]))
 
 
 @settings(max_examples=40, deadline=None)
@@ -151,7 +147,7 @@ def test_mean_matching_identity_kl_equals_weighted_eps(p):
     mu_p = D.reverse_mean(s, xt, kk, eps_hat)
     for variance in ("posterior", "beta"):
         sigma2 = D.reverse_variance(s, k, variance).item()
-        lhs = _ref("mean_matching", "kl_equal_var", mu_q=mu_q.numpy(), mu_p=mu_p.numpy(), sigma2=sigma2).sum(-1)
+        lhs = reference("mean_matching", "kl_equal_var", mu_q=mu_q.numpy(), mu_p=mu_p.numpy(), sigma2=sigma2).sum(-1)
         rhs = D.eps_weight(s, variance)[k] * ((eps - eps_hat) ** 2).sum(-1)
         np.testing.assert_allclose(rhs.numpy(), lhs, rtol=1e-8)
 

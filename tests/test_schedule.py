@@ -9,14 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from elbo_lab.schedule import NoiseSchedule
-from elbo_lab.symbolic import get
-
-
-def _ref(derivation: str, result: str, **values):
-    """Evaluate a lambdified SymPy result by argument name (float64 numpy)."""
-    r = get(derivation).result(result)
-    return r.numpy(**{name: values[name] for name in r.arg_names})
-
+from elbo_lab.symbolic import reference
 
 betas_strategy = st.lists(st.floats(1e-5, 0.5), min_size=1, max_size=40)
 
@@ -79,8 +72,10 @@ def test_derived_quantities_vs_sympy(betas):
     np.testing.assert_allclose(s.one_minus_alpha_bars.numpy(), 1 - np.cumprod(1 - b), rtol=1e-10)
     np.testing.assert_allclose(s.alpha_bars_prev.numpy(), np.concatenate([[1.0], np.cumprod(1 - b)[:-1]]), rtol=1e-13)
     # E9 snr(alpha_bar) and E6 variance(beta, alpha_bar_prev)
-    np.testing.assert_allclose(s.snr.numpy(), _ref("eps_weight", "snr", alpha_bar=s.alpha_bars.numpy()), rtol=1e-10)
-    post = _ref("posterior", "variance", beta=b, alpha_bar_prev=s.alpha_bars_prev.numpy())
+    np.testing.assert_allclose(
+        s.snr.numpy(), reference("eps_weight", "snr", alpha_bar=s.alpha_bars.numpy()), rtol=1e-10
+    )
+    post = reference("posterior", "variance", beta=b, alpha_bar_prev=s.alpha_bars_prev.numpy())
     np.testing.assert_allclose(s.posterior_variance.numpy(), post, rtol=1e-10, atol=0)
     assert s.posterior_variance[0].item() == 0.0  # β̃_1 = 0
     assert bool((s.posterior_variance[1:] < s.betas[1:]).all())  # β̃_t < β_t for t ≥ 2

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import torch
 
-from ..symbolic import get
+from ..symbolic import reference
 from .registry import ClaimResult, claim, relative_error, within_stderr
 
 F64 = torch.float64
@@ -30,11 +30,6 @@ def _rel_claim(observed: np.ndarray, expected: np.ndarray, what: str) -> ClaimRe
     )
 
 
-def _sympy(derivation: str, result: str, **values) -> np.ndarray:
-    r = get(derivation).result(result)
-    return np.asarray(r.numpy(*[values[a] for a in r.arg_names]), dtype=np.float64)
-
-
 # ------------------------------------------------------------------------------------------------- E1
 
 
@@ -45,14 +40,14 @@ def _sympy(derivation: str, result: str, **values) -> np.ndarray:
     derivation="gaussian_kl",
     numeric="elbo_lab.gaussian.normal_kl",
 )
-def _kl_sympy(seed: int) -> ClaimResult:
+def _klreference(seed: int) -> ClaimResult:
     from ..gaussian import normal_kl
 
     rng = np.random.default_rng(seed)
     m1, m2 = rng.normal(size=(2, 500)) * 3
     v1, v2 = np.exp(rng.normal(size=(2, 500)) * 2)
     obs = normal_kl(*(torch.tensor(a, dtype=F64) for a in (m1, v1, m2, v2))).numpy()
-    return _rel_claim(obs, _sympy("gaussian_kl", "kl", mu1=m1, var1=v1, mu2=m2, var2=v2), "KL(N(m1,v1)‖N(m2,v2))")
+    return _rel_claim(obs, reference("gaussian_kl", "kl", mu1=m1, var1=v1, mu2=m2, var2=v2), "KL(N(m1,v1)‖N(m2,v2))")
 
 
 @claim(
@@ -89,7 +84,7 @@ def _schedules():
     derivation="forward_marginal",
     numeric="elbo_lab.diffusion.q_marginal",
 )
-def _e5_sympy(seed: int) -> ClaimResult:
+def _e5reference(seed: int) -> ClaimResult:
     from ..diffusion import q_marginal
 
     rng = np.random.default_rng(seed)
@@ -101,8 +96,8 @@ def _e5_sympy(seed: int) -> ClaimResult:
         ab = s.alpha_bars[k].numpy()
         obs += [mean.numpy(), np.broadcast_to(var.numpy(), (200,))]
         exp += [
-            _sympy("forward_marginal", "mean", x0=x0.numpy(), alpha_bar=ab),
-            np.broadcast_to(_sympy("forward_marginal", "variance", alpha_bar=ab), (200,)),
+            reference("forward_marginal", "mean", x0=x0.numpy(), alpha_bar=ab),
+            np.broadcast_to(reference("forward_marginal", "variance", alpha_bar=ab), (200,)),
         ]
     return _rel_claim(np.concatenate(obs), np.concatenate(exp), "linear and cosine schedules, T = 1000")
 
@@ -147,7 +142,7 @@ def _e5_chain(seed: int) -> ClaimResult:
     derivation="posterior",
     numeric="elbo_lab.diffusion.q_posterior, reverse_mean",
 )
-def _e6_sympy(seed: int) -> ClaimResult:
+def _e6reference(seed: int) -> ClaimResult:
     from ..diffusion import q_posterior, reverse_mean
 
     rng = np.random.default_rng(seed)
@@ -159,9 +154,9 @@ def _e6_sympy(seed: int) -> ClaimResult:
         b, abp = s.betas[k].numpy(), s.alpha_bars_prev[k].numpy()
         obs += [mean.numpy(), np.broadcast_to(var.numpy(), (200,)), reverse_mean(s, xt, k, eps).numpy()]
         exp += [
-            _sympy("posterior", "mean", x0=x0.numpy(), xt=xt.numpy(), beta=b, alpha_bar_prev=abp),
-            np.broadcast_to(_sympy("posterior", "variance", beta=b, alpha_bar_prev=abp), (200,)),
-            _sympy("posterior", "mean_eps", xt=xt.numpy(), eps=eps.numpy(), beta=b, alpha_bar_prev=abp),
+            reference("posterior", "mean", x0=x0.numpy(), xt=xt.numpy(), beta=b, alpha_bar_prev=abp),
+            np.broadcast_to(reference("posterior", "variance", beta=b, alpha_bar_prev=abp), (200,)),
+            reference("posterior", "mean_eps", xt=xt.numpy(), eps=eps.numpy(), beta=b, alpha_bar_prev=abp),
         ]
     return _rel_claim(np.concatenate(obs), np.concatenate(exp), "linear and cosine, T = 1000")
 
@@ -173,7 +168,7 @@ def _e6_sympy(seed: int) -> ClaimResult:
     derivation="eps_weight",
     numeric="elbo_lab.diffusion.eps_weight",
 )
-def _e9_sympy(seed: int) -> ClaimResult:
+def _e9reference(seed: int) -> ClaimResult:
     from ..diffusion import eps_weight
 
     obs, exp = [], []
@@ -181,11 +176,11 @@ def _e9_sympy(seed: int) -> ClaimResult:
         w = eps_weight(s, "posterior")[1:].numpy()
         snr = s.snr.numpy()
         obs.append(w)
-        exp.append(_sympy("eps_weight", "weight_snr", snr_prev=snr[:-1], snr=snr[1:]))
+        exp.append(reference("eps_weight", "weight_snr", snr_prev=snr[:-1], snr=snr[1:]))
         wb = eps_weight(s, "beta")[1:].numpy()
         obs.append(wb)
         exp.append(
-            _sympy(
+            reference(
                 "eps_weight",
                 "weight",
                 beta=s.betas[1:].numpy(),

@@ -75,6 +75,20 @@ def get(name: str) -> Derivation:
     return build(name)
 
 
+def reference(derivation: str, result: str, **values):
+    """Evaluate a derivation's exported result, lambdified for numpy, with arguments given by name (float64).
+
+    The numeric code is tested against this: ``reference("posterior", "variance", beta=b, alpha_bar_prev=a)``.
+    """
+    import numpy as np
+
+    r = get(derivation).result(result)
+    missing = [a for a in r.arg_names if a not in values]
+    if missing:
+        raise TypeError(f"{derivation}.{result} needs {', '.join(missing)} (arguments {r.arg_names})")
+    return np.asarray(r.numpy(*[values[a] for a in r.arg_names]), dtype=np.float64)
+
+
 def verify_all(selected: list[str] | None = None) -> list[DerivationReport]:
     return [get(n).verify() for n in (selected or names())]
 
@@ -96,5 +110,6 @@ __all__ = [
     "is_zero",
     "limit_equals",
     "names",
+    "reference",
     "verify_all",
 ]
