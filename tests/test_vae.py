@@ -454,7 +454,7 @@ def test_cli_bad_data(tmp_path, capsys):
 
 def test_cli_bad_checkpoints(tmp_path, capsys, small_npz):
     run = tmp_path / "run"
-    _one_line_error(*_cli(capsys, "--out", run, "--resume")[::2], "no checkpoint")
+    _one_line_error(*_cli(capsys, "--out", run, "--resume")[::2], "checkpoint not found")
     run.mkdir()
     (run / CHECKPOINT_NAME).write_bytes(b"\x00garbage")
     _one_line_error(*_cli(capsys, "--out", run, "--resume")[::2], "not a readable checkpoint")

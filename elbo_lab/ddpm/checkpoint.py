@@ -9,14 +9,12 @@ rebuild the model: the training config, the network config, the data description
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 
 import torch
 
 from ..errors import CheckpointError
-from ..io import atomic_torch_save
+from ..io import atomic_torch_save, load_checkpoint_file
 from .model import EpsModel, build_eps_model, make_schedule
 
 __all__ = ["FORMAT", "VERSION", "load_checkpoint", "load_model", "resolve_checkpoint", "save_checkpoint"]
@@ -47,18 +45,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     """Load and check a DDPM checkpoint (weights_only); :class:`CheckpointError` if corrupt, foreign or too new."""
     path = resolve_checkpoint(path)
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint ({first[:160]})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not an elbo-lab DDPM checkpoint")
-    if ckpt.get("version") != VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {ckpt.get('version')!r}, this elbo-lab reads {VERSION}")
-    missing = [k for k in REQUIRED if k not in ckpt]
-    if missing:
-        raise CheckpointError(f"{path}: incomplete checkpoint (missing {', '.join(missing)})")
+    ckpt = load_checkpoint_file(
+        path, format=FORMAT, version=VERSION, required=REQUIRED, what="DDPM", map_location=map_location
+    )
     return ckpt
 
 

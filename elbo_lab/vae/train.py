@@ -38,7 +38,7 @@ import torch
 from ..baselines import PerPixelCategorical, baseline_metrics
 from ..data import Dataset
 from ..errors import CheckpointError
-from ..io import atomic_torch_save, atomic_write_json
+from ..io import atomic_torch_save, atomic_write_json, load_checkpoint_file
 from .estimators import elbo_draws, elbo_estimates, estimate
 from .model import VAE, VAEConfig
 
@@ -134,33 +134,24 @@ def split_validation(train: torch.Tensor, fraction: float, seed: int) -> tuple[t
 
 def load_checkpoint(path: str | Path) -> dict:
     """Read and validate a VAE checkpoint (weights_only); CheckpointError on a corrupt or foreign file."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt, truncated, or a pickle that is not plain data
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint ({first[:200]})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not an elbo-lab VAE checkpoint")
-    if ckpt.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {ckpt.get('version')!r}, expected {CHECKPOINT_VERSION}")
-    required = (
-        "model_config",
-        "train_config",
-        "data",
-        "epoch",
-        "model",
-        "best_model",
-        "optimizer",
-        "rng",
-        "history",
-        "best",
+    ckpt = load_checkpoint_file(
+        path,
+        format=CHECKPOINT_FORMAT,
+        version=CHECKPOINT_VERSION,
+        required=(
+            "model_config",
+            "train_config",
+            "data",
+            "epoch",
+            "model",
+            "best_model",
+            "optimizer",
+            "rng",
+            "history",
+            "best",
+        ),
+        what="VAE",
     )
-    missing = [k for k in required if k not in ckpt]
-    if missing:
-        raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
     try:
         VAEConfig.from_dict(ckpt["model_config"])
         TrainConfig.from_dict(ckpt["train_config"])
