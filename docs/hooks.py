@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent
-_DIRECTIVE = re.compile(r"^\{\{\s*(derivation|figure|checks)\s+(\S+)(?:\s+(.*?))?\s*\}\}\s*$", re.M)
+_DIRECTIVE = re.compile(r"^\{\{[ \t]*(derivation|figure|checks)[ \t]+(\S+)(?:[ \t]+(.*?))?[ \t]*\}\}[ \t]*$", re.M)
 
 
 class DocsBuildError(Exception):
@@ -46,7 +46,7 @@ def _derivation(name: str) -> str:
         "E12": "07_continuous_time.py",
     }.get(d.equation, "")
     out = [
-        f'??? success "{d.equation} · {d.title} — {len(report.steps)} steps, all ✓ ({report.seconds:.2f} s)"',
+        f'???+ success "{d.equation} · {d.title} — {len(report.steps)} steps, all ✓ ({report.seconds:.2f} s)"',
         "",
         f"    Generated from `elbo_lab/symbolic/{name}.py` at build time; run it with "
         f"`elbo-lab derive {name}` or `python derivations/{script}`.",
