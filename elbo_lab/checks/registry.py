@@ -8,7 +8,16 @@ import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-__all__ = ["CLAIMS", "Claim", "ClaimResult", "claim", "run_claims", "within_stderr", "relative_error"]
+__all__ = [
+    "CLAIMS",
+    "Claim",
+    "ClaimResult",
+    "claim",
+    "relative_error",
+    "run_claims",
+    "within_relative",
+    "within_stderr",
+]
 
 # modules that register claims when imported (in report order)
 CLAIM_MODULES = ["elbo_lab.checks.symbolic_claims", "elbo_lab.checks.numeric_claims", "elbo_lab.checks.model_claims"]
@@ -129,4 +138,13 @@ def within_stderr(estimate: float, stderr: float, exact: float, k: float = 4.0) 
         ok,
         f"|Δ| = {abs(estimate - exact):.3g} = {abs(estimate - exact) / stderr:.2f} stderr",
         {"exact": exact, "estimate": estimate, "stderr": stderr},
+    )
+
+
+def within_relative(observed, expected, tol: float, reference: str, detail: str) -> ClaimResult:
+    """max |observed − expected| / |expected| ≤ ``tol``, formatted as a ClaimResult (``reference`` names the
+    independent side: "SymPy (lambdified)", "torch.distributions", ...)."""
+    err = relative_error(observed, expected)
+    return ClaimResult(
+        reference, f"max rel. error {err:.1e}", f"≤ {tol:g}", err <= tol, detail, {"max_relative_error": err}
     )
