@@ -19,7 +19,9 @@ from elbo_lab.symbolic import vae_elbo as e3
 from elbo_lab.symbolic.algebra import normal_pdf
 
 NAMES = ["reparameterization", "vae_elbo", "linear_gaussian"]
-HYP = settings(max_examples=25, deadline=None)
+# derandomize: the examples are a fixed function of the test (no stored failures in .hypothesis/, the same
+# examples on every run and every machine), so a Monte Carlo check at 4 standard errors cannot flake.
+HYP = settings(max_examples=25, deadline=None, derandomize=True, database=None)
 
 locs = st.floats(-2.0, 2.0)
 scales = st.floats(0.3, 2.0)
@@ -128,11 +130,26 @@ def test_reparameterized_density_is_the_normal(mu, sigma, z):
     assert quad(lambda t: density(t, mu, sigma), mu) == pytest.approx(1.0, abs=1e-9)
 
 
+# One fixed standard-normal draw for the pathwise test.  z = μ + σ ε is location-scale in ε, so the z-scores of
+# E[z] and Var[z] (and of the gradient estimates, linear combinations of mean(ε) and mean(ε²) − 1, which are
+# uncorrelated) are bounded by those of the draw itself whatever (μ, σ): a draw checked once below to lie within
+# 1.5 standard errors keeps every example within 4 -- deterministic, not widened.  (A hypothesis-drawn seed made
+# this test flaky: seed 3683 puts the mean 4.15σ off.)
+PATHWISE_EPS = np.random.default_rng(0).standard_normal(20_000)
+
+
+def test_pathwise_draw_is_typical():
+    e, n = PATHWISE_EPS, PATHWISE_EPS.size
+    z_mean = e.mean() / (e.std(ddof=1) / math.sqrt(n))
+    z_var = (e**2 - 1).mean() / ((e**2 - 1).std(ddof=1) / math.sqrt(n))
+    assert math.hypot(z_mean, z_var) < 1.5
+
+
 @HYP
-@given(mu=locs, sigma=scales, seed=st.integers(0, 2**32 - 1))
-def test_reparameterized_samples_and_pathwise_gradients(mu, sigma, seed):
+@given(mu=locs, sigma=scales)
+def test_reparameterized_samples_and_pathwise_gradients(mu, sigma):
     r = get("reparameterization")
-    eps = np.random.default_rng(seed).standard_normal(20_000)
+    eps = PATHWISE_EPS
     z = r.numpy("sample")(mu, sigma, eps)
     n = eps.size
 
