@@ -21,8 +21,19 @@ ESTIMATORS = ("full", "importance", "stratified", "uniform")
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "checkpoint", metavar="CHECKPOINT", help="a DDPM checkpoint (best.pt / last.pt) or its run directory"
+        "checkpoint",
+        metavar="CHECKPOINT",
+        nargs="?",
+        default=None,
+        help="a DDPM checkpoint (best.pt / last.pt) or its run directory (or give --diffusers DIR)",
     )
+    p.add_argument(
+        "--diffusers",
+        default=None,
+        metavar="DIR",
+        help="score a diffusers UNet2DModel + DDPMScheduler saved in DIR (local only; needs --data)",
+    )
+    p.add_argument("--levels", type=int, default=None, metavar="K", help="data levels with --diffusers (inferred)")
     p.add_argument(
         "--estimator", choices=ESTIMATORS, default="importance", help="how to sum over t (default importance)"
     )
@@ -87,12 +98,17 @@ def main(args: argparse.Namespace) -> int:
         raise ElboLabError(f"--budget must be >= 2, got {args.budget}")
     if args.n is not None and args.n < 2:
         raise ElboLabError(f"--n must be >= 2, got {args.n}")
+    if (args.checkpoint is None) == (args.diffusers is None):
+        raise ElboLabError("give exactly one model: a CHECKPOINT or --diffusers DIR")
     device = resolve_device(args.device)
-    path = resolve_checkpoint(args.checkpoint)
-    model, ckpt = load_model(path, device, weights=args.weights)
+    if args.diffusers is not None:
+        path, model, ckpt, ds = _diffusers_source(args, device)
+    else:
+        path = resolve_checkpoint(args.checkpoint)
+        model, ckpt = load_model(path, device, weights=args.weights)
+        ds = load_data(args.data or ckpt["data"].get("spec", "digits"), levels=ckpt["data"]["levels"])
     cfg, info = ckpt["config"], ckpt["data"]
     spec = args.data or info.get("spec", "digits")
-    ds = load_data(spec, levels=info["levels"])
     if list(ds.shape) != list(info["shape"]) or ds.levels != info["levels"]:
         raise DataError(
             f"{spec}: examples of shape {ds.shape} on {ds.levels} levels, but the checkpoint was "
@@ -110,7 +126,7 @@ def main(args: argparse.Namespace) -> int:
         x,
         estimator=est,
         num_samples=None if est == "full" else budget,
-        variance=cfg["variance"],
+        **cfg.get("bound_kwargs", {"variance": cfg["variance"]}),
         decoder="discretized",
         levels=info["levels"],
         generator=args.seed,
@@ -128,7 +144,10 @@ def main(args: argparse.Namespace) -> int:
     pp = PerPixelCategorical.fit(ds.train, ds.levels)
     baseline = float(-pp.log_prob(x.cpu()).mean() / (x[0].numel() * math.log(2.0)))
 
-    print(f"checkpoint: {path} (step {ckpt.get('step')}, {args.weights} weights, trained on {ckpt.get('device')})")
+    if "describe" in ckpt:
+        print(f"model: {ckpt['describe']}")
+    else:
+        print(f"checkpoint: {path} (step {ckpt.get('step')}, {args.weights} weights, trained on {ckpt.get('device')})")
     print(f"device: {dev}")
     print(
         f"data: {ds.name} {args.split} split, {res.N} images, D = {res.dim}, {info['levels']} levels; "
@@ -194,6 +213,29 @@ def main(args: argparse.Namespace) -> int:
             },
         )
     return 0
+
+
+def _diffusers_source(args: argparse.Namespace, device):
+    """(path, ε-model, checkpoint-like description, dataset) for ``--diffusers DIR`` (elbo_lab.diffusers_io)."""
+    from ..data import load_data
+    from ..diffusers_io import load_diffusers
+
+    if args.data is None:
+        raise ElboLabError("--diffusers needs --data digits|FILE (the images to score)")
+    dm = load_diffusers(args.diffusers, device)
+    ds = load_data(args.data, levels=args.levels)
+    if tuple(ds.shape) != dm.shape:
+        raise DataError(f"{args.data}: examples of shape {ds.shape}, but the U-Net takes {dm.shape}")
+    model = dm.eps_model  # has .schedule like the checkpoints' EpsModel
+    cfg = {
+        "variance": dm.variance,
+        "param": dm.prediction_type,
+        "T": dm.schedule.T,
+        "bound_kwargs": dm.bound_kwargs(),
+        "diffusers": dm.describe_dict(),
+    }
+    info = {"levels": ds.levels, "shape": list(ds.shape), "spec": args.data}
+    return dm.path, model, {"config": cfg, "data": info, "step": None, "device": None, "describe": dm.describe()}, ds
 
 
 def _none(v: float):

@@ -40,6 +40,7 @@ from ..schedule import NoiseSchedule
 __all__ = ["EMA", "EpsModel", "device_description", "make_net_config", "make_schedule", "resolve_device"]
 
 PARAMS = ("eps", "categorical")
+HEAD_VALUES = 2**25  # values per micro-batch of the output head when evaluating (see EpsModel.forward)
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -163,6 +164,19 @@ class EpsModel(nn.Module):
         return next(self.net.parameters()).device
 
     def forward(self, xt: torch.Tensor, k: torch.Tensor):
+        # Evaluation (no autograd) in micro-batches whose K-logit tensors stay ~2^25 values (256 MiB in float64):
+        # at CIFAR's shape with 256 levels one image's logits are 3·256·32·32 ≈ 786k values, so an engine chunk of
+        # 1024 pairs would need ~6 GiB per tensor.  Every row is computed alone, so splitting changes no value.
+        per_row = xt[0].numel() * (self.levels if self.param == "categorical" else 1)
+        rows = max(1, HEAD_VALUES // per_row)
+        if not torch.is_grad_enabled() and xt.shape[0] > rows:
+            outs = [self._forward(xt[i : i + rows], k[i : i + rows]) for i in range(0, xt.shape[0], rows)]
+            if self.learned_variance:
+                return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+            return torch.cat(outs)
+        return self._forward(xt, k)
+
+    def _forward(self, xt: torch.Tensor, k: torch.Tensor):
         net_dtype = next(self.net.parameters()).dtype
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.amp and xt.is_cuda):
             out = self.net(xt.to(net_dtype), k)
