@@ -44,7 +44,7 @@ from functools import cache, reduce
 
 import sympy as sp
 
-from .core import Check, Derivation, equal
+from .core import Check, Derivation, integral_equals
 
 __all__ = [
     "LogAlgebra",
@@ -208,12 +208,13 @@ def gaussian_integral() -> tuple[sp.Symbol, sp.Expr]:
 
 def gaussian_integral_step(d: Derivation) -> None:
     """Append the step "∫ exp(−A y²) dy = √(π/A), A > 0" to ``d``: SymPy's integral compared with √(π/A)."""
-    A, integral = gaussian_integral()
+    A, _ = gaussian_integral()
     d.step(
         "The Gaussian integral ∫ exp(−A y²) dy = √(π/A), A > 0",
         sp.sqrt(sp.pi / A),
         "SymPy integrate",
-        equal(integral, sp.sqrt(sp.pi / A)),
+        integral_equals(sp.exp(-A * _y**2), _y, sp.sqrt(sp.pi / A)),
+        kind="computed",
         before=sp.Integral(sp.exp(-A * _y**2), (_y, -sp.oo, sp.oo)),
     )
 
@@ -417,28 +418,31 @@ def log_identity(a: sp.Expr, b: sp.Expr, gens: Sequence[sp.Symbol] = (), *, desc
     names = ", ".join(map(str, gens))
     where = f"as polynomials in {names} over QQ(parameters)" if gens else "as rational functions"
 
-    def fn() -> tuple[bool, str]:
+    def fn(a, b) -> tuple[bool, str]:
         why = log_residual(sp.sympify(a) - sp.sympify(b), gens)
         return (True, f"equal {where}; log-normalisers cancel") if why is None else (False, why)
 
-    return Check(description or f"before - after == 0 {where}, logs compared as products", fn)
+    return Check(description or f"before - after == 0 {where}, logs compared as products", fn, (a, b))
 
 
 def completes_square(quad: sp.Expr, sq: Square) -> Check:
     """Check ``quad == a (z − centre)² + const`` coefficient by coefficient without expanding the square:
     z²: a;  z: −2 a·centre;  1: a·centre² + const."""
 
-    def fn() -> tuple[bool, str]:
+    def fn(quad, claimed) -> tuple[bool, str]:
         c = coefficients(quad, sq.z)
         if set(c) - {0, 1, 2}:
             return False, f"not a quadratic in {sq.z}"
+        if claimed != sq.expr:  # not the square as computed: compare the claimed expression itself
+            why = log_residual(quad - claimed, [sq.z])
+            return why is None, why or f"equal as polynomials in {sq.z}"
         expected = {2: sq.a, 1: -2 * sq.a * sq.centre, 0: sq.a * sq.centre**2 + sq.const}
         bad = [k for k in (2, 1, 0) if log_residual(c.get(k, 0) - expected[k]) is not None]
         if bad:
             return False, f"coefficient of {sq.z}^{bad[0]} differs"
         return True, f"coefficients of {sq.z}², {sq.z}, 1 agree with a, −2a·centre, a·centre² + const"
 
-    return Check(f"compare coefficients in {sq.z} with the completed square", fn)
+    return Check(f"compare coefficients in {sq.z} with the completed square", fn, (quad, sq.expr))
 
 
 def tidy(expr: sp.Expr) -> sp.Expr:

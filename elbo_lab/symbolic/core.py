@@ -21,18 +21,26 @@ from functools import cached_property
 import sympy as sp
 
 __all__ = [
+    "DELTA",
+    "KINDS",
     "Check",
     "Derivation",
     "DerivationReport",
     "Result",
+    "SelfTest",
     "Step",
     "StepReport",
+    "Part",
     "coefficients_equal",
+    "convex_minimum",
     "equal",
     "holds",
     "integral_equals",
     "is_zero",
     "limit_equals",
+    "matches",
+    "nonnegative_parts",
+    "perturbations",
 ]
 
 
@@ -43,17 +51,41 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Check:
-    """A SymPy computation proving a step. ``run()`` returns ``(ok, detail)``; exceptions count as failure."""
+    """A SymPy computation proving a step: ``fn(*args)`` returns ``(ok, detail)``; exceptions count as failure.
+
+    ``args`` are the expressions the computation reads.  A step's check must read the step's after-expression
+    (the argument structurally equal to it): :meth:`Step.self_test` re-runs the check with that argument
+    perturbed (``after + δ``, ``after·(1 + δ)``, a relation reversed) and requires it to fail.  A check whose
+    ``args`` do not hold the after-expression cannot depend on it, and the self-test reports it.
+    """
 
     description: str
-    fn: Callable[[], tuple[bool, str]]
+    fn: Callable[..., tuple[bool, str]]
+    args: tuple = ()
 
-    def run(self) -> tuple[bool, str]:
+    def run(self, args: tuple | None = None) -> tuple[bool, str]:
         try:
-            ok, detail = self.fn()
+            ok, detail = self.fn(*(self.args if args is None else args))
         except Exception as exc:  # a check that cannot be computed has not been proven
             return False, f"{self.description}: raised {type(exc).__name__}: {exc}"
         return bool(ok), detail
+
+    def slots(self, expr) -> list[int]:
+        """Indices of the arguments that are ``expr`` (where a step's after-expression enters): the very object if
+        it was passed, else those structurally equal to it."""
+        same = [i for i, a in enumerate(self.args) if a is expr]
+        return same or [i for i, a in enumerate(self.args) if _same(a, expr)]
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, sp.MatrixBase) or isinstance(b, sp.MatrixBase):
+        return isinstance(a, sp.MatrixBase) and isinstance(b, sp.MatrixBase) and a.shape == b.shape and a == b
+    if isinstance(a, str) or isinstance(b, str):
+        return False
+    try:
+        return isinstance(a, sp.Basic) and isinstance(b, sp.Basic) and a == b
+    except Exception:  # noqa: BLE001 -- comparison of exotic objects: not the same
+        return False
 
 
 def _lhs_minus_rhs(a: sp.Basic, b: sp.Basic) -> sp.Expr:
@@ -78,17 +110,24 @@ def is_zero(expr: sp.Expr, *, method: str = "simplify", description: str | None 
     """Check that ``expr`` simplifies to exactly 0 (``method``: simplify, expand, cancel, expand_log, ...)."""
     simplifier = _SIMPLIFIERS[method]
 
-    def fn() -> tuple[bool, str]:
-        residual = simplifier(sp.sympify(expr))
+    def fn(e) -> tuple[bool, str]:
+        residual = simplifier(sp.sympify(e))
         ok = residual == 0
         return ok, "residual = 0" if ok else f"residual = {sp.sstr(residual)[:300]}"
 
-    return Check(description or f"{method}(expression) == 0", fn)
+    return Check(description or f"{method}(expression) == 0", fn, (expr,))
 
 
 def equal(a: sp.Basic, b: sp.Basic, *, method: str = "simplify") -> Check:
     """Check ``a == b`` symbolically: ``method(a - b) == 0``."""
-    return is_zero(_lhs_minus_rhs(a, b), method=method, description=f"{method}(before - after) == 0")
+    simplifier = _SIMPLIFIERS[method]
+
+    def fn(a, b) -> tuple[bool, str]:
+        residual = simplifier(_lhs_minus_rhs(a, b))
+        ok = residual == 0
+        return ok, "residual = 0" if ok else f"residual = {sp.sstr(residual)[:300]}"
+
+    return Check(f"{method}(before - after) == 0", fn, (a, b))
 
 
 def coefficients_equal(
@@ -112,7 +151,7 @@ def coefficients_equal(
     simplifier = _SIMPLIFIERS[method]
     names = ", ".join(map(str, gens))
 
-    def by_poly() -> tuple[bool, str]:
+    def by_poly(a, b) -> tuple[bool, str]:
         diff = sp.expand(_lhs_minus_rhs(a, b))
         poly = sp.Poly(diff, *gens)
         bad = []
@@ -123,7 +162,7 @@ def coefficients_equal(
             return False, f"{len(bad)} of {len(poly.terms())} coefficients differ, e.g. at monomial {bad[0]}"
         return True, f"all {len(poly.terms())} coefficients in {names} agree"
 
-    def by_taylor() -> tuple[bool, str]:
+    def by_taylor(a, b) -> tuple[bool, str]:
         diff = _lhs_minus_rhs(a, b)
         at0 = dict.fromkeys(gens, 0)
         n_checked, bad = 0, []
@@ -140,8 +179,8 @@ def coefficients_equal(
         return True, f"all {n_checked} Taylor coefficients in {names} (order ≤ {degree + 1}) agree"
 
     if degree is None:
-        return Check(f"coefficients in ({names}) agree", by_poly)
-    return Check(f"polynomial identity in ({names}), degree ≤ {degree}", by_taylor)
+        return Check(f"coefficients in ({names}) agree", by_poly, (a, b))
+    return Check(f"polynomial identity in ({names}), degree ≤ {degree}", by_taylor, (a, b))
 
 
 def integral_equals(
@@ -150,7 +189,7 @@ def integral_equals(
     """Check ``∫ integrand d var == claimed`` by evaluating the integral with SymPy."""
     simplifier = _SIMPLIFIERS[method]
 
-    def fn() -> tuple[bool, str]:
+    def fn(integrand, claimed) -> tuple[bool, str]:
         value = sp.integrate(integrand, (var, lower, upper))
         if value.has(sp.Integral):
             return False, "SymPy could not evaluate the integral"
@@ -158,31 +197,170 @@ def integral_equals(
         ok = residual == 0
         return ok, "integral evaluated; residual = 0" if ok else f"residual = {sp.sstr(residual)[:300]}"
 
-    return Check(f"integrate over {var} then compare", fn)
+    return Check(f"integrate over {var} then compare", fn, (integrand, claimed))
 
 
 def limit_equals(expr: sp.Expr, var: sp.Symbol, point, claimed: sp.Expr) -> Check:
     """Check ``lim_{var → point} expr == claimed``."""
 
-    def fn() -> tuple[bool, str]:
+    def fn(expr, claimed) -> tuple[bool, str]:
         value = sp.limit(expr, var, point)
         residual = sp.simplify(value - claimed)
         ok = residual == 0
         return ok, f"limit = {sp.sstr(value)[:200]}" if ok else f"limit {value} != claimed {claimed}"
 
-    return Check(f"limit {var} -> {point}", fn)
+    return Check(f"limit {var} -> {point}", fn, (expr, claimed))
 
 
-def holds(fn: Callable[[], bool | tuple[bool, str]], description: str) -> Check:
-    """A custom SymPy computation returning a bool (or ``(bool, detail)``)."""
+def holds(fn: Callable[..., bool | tuple[bool, str]], description: str, *args) -> Check:
+    """A custom SymPy computation ``fn(*args)`` returning a bool (or ``(bool, detail)``).
 
-    def wrapped() -> tuple[bool, str]:
-        out = fn()
+    Pass the step's after-expression among ``args`` (and read it in ``fn``): a check that does not read it
+    cannot depend on the step, and :meth:`Step.self_test` reports it.
+    """
+
+    def wrapped(*a) -> tuple[bool, str]:
+        out = fn(*a)
         if isinstance(out, tuple):
             return bool(out[0]), str(out[1])
         return bool(out), description
 
-    return Check(description, wrapped)
+    return Check(description, wrapped, tuple(args))
+
+
+def matches(compute: Callable[[], sp.Basic], claimed: sp.Basic, description: str, *, method="simplify") -> Check:
+    """Check ``claimed == compute()``: the SymPy computation (integrate, solve, diff, ...) runs *inside* the check,
+    so the step's displayed after-expression (``claimed``) is compared with a value computed afresh."""
+    simplifier = _SIMPLIFIERS[method]
+
+    def fn(claimed) -> tuple[bool, str]:
+        value = compute()
+        residual = simplifier(_lhs_minus_rhs(value, claimed))
+        ok = residual == 0
+        return ok, f"computed {sp.sstr(value)[:120]}; residual = 0" if ok else f"residual = {sp.sstr(residual)[:300]}"
+
+    return Check(description, fn, (claimed,))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Inequalities: lemmas by convexity, relations by a certificate of non-negative parts
+# --------------------------------------------------------------------------------------------------------
+
+
+def _gap(rel: sp.Basic) -> sp.Expr:
+    """For ``a ≥ b`` (or ``b ≤ a``) the expression ``a − b`` that the relation claims non-negative."""
+    if isinstance(rel, (sp.GreaterThan, sp.StrictGreaterThan)):
+        return rel.lhs - rel.rhs
+    if isinstance(rel, (sp.LessThan, sp.StrictLessThan)):
+        return rel.rhs - rel.lhs
+    raise TypeError(f"not an inequality: {rel}")
+
+
+def convex_minimum(rel: sp.Basic, var: sp.Symbol, description: str | None = None) -> Check:
+    """Prove the inequality ``rel`` (``a ≥ b`` or ``a ≤ b``) in one variable: ``f = a − b`` (resp. ``b − a``) has
+    ``f'' > 0`` (SymPy's assumptions on ``var`` decide), a single stationary point ``c``, and ``f(c) ≥ 0`` -- so
+    ``f ≥ 0`` everywhere, with equality only at ``c``."""
+
+    def fn(rel) -> tuple[bool, str]:
+        f = _gap(rel)
+        f2 = sp.simplify(sp.diff(f, var, 2))
+        if f2.is_positive is not True:
+            return False, f"f'' = {f2} is not provably > 0: f need not be convex"
+        crit = sp.solve(sp.diff(f, var), var)
+        if len(crit) != 1:
+            return False, f"stationary points {crit}: expected exactly one"
+        fmin = sp.simplify(f.subs(var, crit[0]))
+        if fmin.is_nonnegative is not True:
+            return False, f"minimum f({crit[0]}) = {fmin} is not provably ≥ 0"
+        return True, f"f'' = {f2} > 0; f' = 0 only at {var} = {crit[0]}; min f = {fmin} (equality only there)"
+
+    return Check(description or f"convexity in {var}: f'' > 0, one stationary point, f ≥ 0 there", fn, (rel,))
+
+
+@dataclass(frozen=True)
+class Part:
+    """One non-negative part of an inequality's certificate: ``expr`` ≥ 0 because of ``lemma`` -- a proven relation
+    ``a ≥ b`` (or ``a ≤ b``) -- instantiated by ``subs``: ``expr == c·(a − b)[subs]`` for a number ``c > 0``, every
+    substituted value inside the lemma variable's domain (positive where the variable is positive).  With no lemma,
+    SymPy's assumptions must decide ``expr ≥ 0`` (a square over a positive number).  ``expr`` may be a ``Sum`` of
+    such terms (each summand certified the same way)."""
+
+    expr: sp.Expr
+    lemma: sp.Basic | None = None
+    subs: tuple = ()
+    name: str = ""
+
+    def certify(self) -> str | None:
+        term = self.expr
+        scale, sums = sp.Integer(1), [f for f in sp.Mul.make_args(term) if isinstance(f, sp.Sum)]
+        if len(sums) == 1:  # c·Σ_i t_i with c > 0: certify the summand t_i
+            scale = sp.Mul(*[f for f in sp.Mul.make_args(term) if f is not sums[0]])
+            if scale.is_positive is not True:
+                return f"the factor {scale} in front of the sum is not provably > 0"
+            term = sums[0].function
+        if self.lemma is None:
+            return None if sp.simplify(term).is_nonnegative is True else f"{term} is not provably ≥ 0"
+        subs = dict(self.subs)
+        for var, value in subs.items():
+            if var.is_positive and sp.sympify(value).is_positive is not True:
+                return f"{value} is not provably > 0 (the domain of {var} in {self.name or 'the lemma'})"
+        instance = _gap(self.lemma).xreplace(subs)
+        if _residual(term - instance) == 0:
+            return None
+        ratio = sp.simplify(sp.expand_log(term / instance, force=True))
+        if not (ratio.is_number and ratio.is_positive):
+            return f"{term} is not a positive multiple of {self.name or 'the lemma'} at {subs}"
+        return None
+
+
+def _residual(e: sp.Expr) -> sp.Expr:
+    """``e`` simplified with logs split and sums evaluated, their bound indices renamed alike (0 if an identity)."""
+    from .algebra import log_residual
+
+    e = sp.sympify(e)
+    if not e.has(sp.Sum):
+        try:
+            if log_residual(e) is None:  # exact route for sums of logs and rational functions (fast)
+                return sp.Integer(0)
+        except Exception:  # noqa: BLE001 -- not of that shape: fall back to simplify
+            pass
+    e = sp.expand(sp.expand_log(sp.expand(e), force=True))
+    if e.has(sp.Sum):
+        e = e.doit()
+        dummies = [lim[0] for s_ in e.atoms(sp.Sum) for lim in s_.limits]
+        if dummies:  # bound indices renamed alike, so that Σ_i w_i and Σ_j w_j are one expression
+            e = e.xreplace(dict.fromkeys(dummies[1:], dummies[0]))
+        # a sum left over is a positive quantity here (sums of positive weights) or cancels: try the exact route
+        # with each sum as a symbol (positive when SymPy says so) before simplify
+        atoms = {s_: sp.Dummy(positive=True) if s_.is_positive else sp.Dummy() for s_ in e.atoms(sp.Sum)}
+        flat = sp.expand(sp.expand_log(e.xreplace(atoms), force=True))
+        try:
+            if log_residual(flat) is None:
+                return sp.Integer(0)
+        except Exception:  # noqa: BLE001 -- not of that shape
+            pass
+    return sp.simplify(e)
+
+
+def nonnegative_parts(rel: sp.Basic, parts: Sequence[Part], *, description: str | None = None) -> Check:
+    """Prove the inequality ``rel`` from a certificate: ``a − b == Σ parts`` (an identity, logs expanded), and each
+    part ≥ 0 (:meth:`Part.certify`: an instance of a proven lemma, or a square).  Reversed, or shifted by δ, the
+    identity fails."""
+
+    def fn(rel) -> tuple[bool, str]:
+        f = _gap(rel)
+        total = sp.Add(*[p.expr for p in parts])
+        residual = _residual(f - total)
+        if residual != 0:
+            return False, f"a − b ≠ Σ parts: residual {sp.sstr(residual)[:200]}"
+        for p in parts:
+            why = p.certify()
+            if why is not None:
+                return False, why
+        names = ", ".join(p.name or "square" for p in parts)
+        return True, f"a − b = Σ of {len(parts)} non-negative parts ({names})"
+
+    return Check(description or "a − b as a sum of parts, each ≥ 0 by a proven lemma", fn, (rel,))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -190,13 +368,71 @@ def holds(fn: Callable[[], bool | tuple[bool, str]], description: str) -> Check:
 # --------------------------------------------------------------------------------------------------------
 
 
+DELTA = sp.Symbol("delta", real=True)  # the fresh symbol δ of the self-test perturbations
+
+_REVERSE = {sp.GreaterThan: sp.LessThan, sp.LessThan: sp.GreaterThan, sp.StrictGreaterThan: sp.StrictLessThan}
+_REVERSE[sp.StrictLessThan] = sp.StrictGreaterThan
+_REL_TEXT = {sp.GreaterThan: "≥", sp.LessThan: "≤", sp.StrictGreaterThan: ">", sp.StrictLessThan: "<"}
+_REL_TEXT[sp.Equality] = "="
+
+
+def perturbations(after) -> list[tuple[str, object]]:
+    """The wrong versions of a step's after-expression its check must refuse: ``after + δ``, ``after·(1 + δ)`` (δ a
+    fresh real symbol); for a relation ``a ≥ b`` its reverse ``a ≤ b`` and ``a ≥ b + δ``; for ``a = b``, ``a = b + δ``
+    and ``a = b·(1 + δ)``.  A perturbation identical to ``after`` (``0·(1 + δ)``) is left out."""
+    out: list[tuple[str, object]] = []
+    if type(after) in _REVERSE:
+        rel = type(after)
+        out = [
+            ("relation reversed", _REVERSE[rel](after.lhs, after.rhs, evaluate=False)),
+            ("rhs + δ", rel(after.lhs, after.rhs + DELTA, evaluate=False)),
+        ]
+    elif isinstance(after, sp.Equality):
+        out = [
+            ("rhs + δ", sp.Eq(after.lhs, after.rhs + DELTA, evaluate=False)),
+            ("rhs·(1 + δ)", sp.Eq(after.lhs, after.rhs * (1 + DELTA), evaluate=False)),
+        ]
+    elif isinstance(after, sp.Tuple):  # each entry perturbed in turn (its first perturbation)
+        for i, e in enumerate(after):
+            for name, p in perturbations(e)[:1]:
+                out.append((f"entry {i + 1}: {name}", sp.Tuple(*after[:i], p, *after[i + 1 :])))
+    elif isinstance(after, sp.MatrixBase):
+        out = [("after + δ", after.applyfunc(lambda e: e + DELTA)), ("after·(1 + δ)", after * (1 + DELTA))]
+    elif isinstance(after, sp.Basic):
+        out = [("after + δ", after + DELTA), ("after·(1 + δ)", after * (1 + DELTA))]
+    return [(name, p) for name, p in out if not _same(p, after)]
+
+
+@dataclass
+class SelfTest:
+    """The outcome of re-running one step's check on perturbed after-expressions."""
+
+    step: Step
+    killed: list[str]  # perturbations the check refused (as it must)
+    survived: list[str]  # perturbations the check accepted: a defect (or "check does not read the after-expression")
+
+    @property
+    def ok(self) -> bool:
+        return not self.survived
+
+
+# How a step's after-expression came about (counted in the closing report, printed with ``--self-test``).
+KINDS = {
+    "computed": "computed by SymPy (integrated, solved, expanded, differentiated)",
+    "typed": "a typed form (claim or rearrangement) checked by an identity or a proof",
+    "special": "a special case (its scope printed: T = 3, D = 3, ...)",
+}
+
+
 @dataclass
 class Step:
     """One step of a derivation: ``before`` becomes ``after`` because of ``justification``; ``check`` proves it.
 
-    ``before`` may be ``None`` for a step that states a definition or a starting point (its check then
-    proves a property of ``after``).  ``relation`` is how the two are displayed (``=`` by default; ``\\geq``
-    for inequalities).
+    ``before`` may be ``None`` for a step that states a definition, a lemma or a starting point (its check then
+    proves a property of ``after``).  A relation (``a ≥ b``) is an ``after`` that is a SymPy relational (the check
+    proves it; reversed, it must fail) or, with ``before``, the ``relation`` between before and after (``=`` by
+    default; ``<=``, ``>=``, ``->``).  ``scope`` tags a special case ("T = 3", "D = 3", "for f = z²"); ``kind`` says
+    how the after-expression came about (:data:`KINDS`).
     """
 
     statement: str
@@ -205,6 +441,14 @@ class Step:
     check: Check
     before: sp.Basic | None = None
     relation: str = "="
+    scope: str | None = None
+    kind: str = "typed"
+
+    def __post_init__(self) -> None:
+        if self.scope is not None:
+            self.kind = "special"
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown step kind {self.kind!r}; one of {sorted(KINDS)}")
 
     def latex(self) -> str:
         rel = {"=": "=", ">=": r"\geq", "<=": r"\leq", "->": r"\to", "=>": r"\Rightarrow"}.get(
@@ -219,7 +463,25 @@ class Step:
         after = _text(self.after)
         if self.before is None:
             return after
-        return f"{_text(self.before)} {self.relation} {after}"
+        rel = {">=": "≥", "<=": "≤", "->": "→", "=>": "⇒"}.get(self.relation, self.relation)
+        return f"{_text(self.before)} {rel} {after}"
+
+    def self_test(self) -> SelfTest:
+        """Re-run the check with the after-expression perturbed (:func:`perturbations`); each must fail."""
+        slots = self.check.slots(self.after)
+        if not slots:
+            return SelfTest(self, [], ["check does not read the after-expression"])
+        killed, survived = [], []
+        wrongs = perturbations(self.after)
+        if not wrongs:
+            return SelfTest(self, [], ["no perturbation applies to the after-expression"])
+        for name, wrong in wrongs:
+            args = list(self.check.args)
+            for i in slots:
+                args[i] = wrong
+            ok, _ = self.check.run(tuple(args))
+            (survived if ok else killed).append(name)
+        return SelfTest(self, killed, survived)
 
 
 # How the shared symbol names of the derivations print in LaTeX (the code names stay plain identifiers).
@@ -257,7 +519,11 @@ def _latex(e: sp.Basic) -> str:
 
 
 def _text(e: sp.Basic) -> str:
-    return e if isinstance(e, str) else sp.sstr(e)
+    if isinstance(e, str):
+        return e
+    if type(e) in _REL_TEXT:
+        return f"{_text(e.lhs)} {_REL_TEXT[type(e)]} {_text(e.rhs)}"
+    return sp.sstr(e)
 
 
 @dataclass
@@ -268,6 +534,7 @@ class Result:
     expr: sp.Expr
     args: tuple[sp.Symbol, ...]
     description: str = ""
+    step: int | None = None  # the (1-based) step whose after-expression this is
 
     def at(self, *values) -> sp.Expr:
         """The expression with its arguments replaced by ``values`` (in :attr:`args` order; SymPy expressions)."""
@@ -320,6 +587,7 @@ class DerivationReport:
             "equation": d.equation,
             "title": d.title,
             "guide_section": d.guide_section,
+            "assumptions": list(d.assumptions),
             "seconds": round(self.seconds, 4),
             "ok": self.ok,
             "steps": [
@@ -328,6 +596,8 @@ class DerivationReport:
                     "text": s.step.text(),
                     "latex": s.step.latex(),
                     "justification": s.step.justification,
+                    "kind": s.step.kind,
+                    "scope": s.step.scope,
                     "check": s.step.check.description,
                     "detail": s.detail,
                     "checked": s.checked,
@@ -336,7 +606,7 @@ class DerivationReport:
                 for s in self.steps
             ],
             "results": {
-                name: {"args": list(r.arg_names), "text": sp.sstr(r.expr), "latex": sp.latex(r.expr)}
+                name: {"args": list(r.arg_names), "step": r.step, "text": _text(r.expr), "latex": _latex(r.expr)}
                 for name, r in d.results.items()
             },
         }
@@ -345,9 +615,12 @@ class DerivationReport:
         d = self.derivation
         mark = "✓" if self.ok else "✗"
         lines = [f"{mark} {d.equation} {d.title}  [{d.name}; guide: {d.guide_section}; {self.seconds:.2f} s]"]
+        if d.assumptions:
+            lines.append(f"  assumes: {'; '.join(d.assumptions)}")
         for i, s in enumerate(self.steps, 1):
             m = "✓" if s.checked else "✗"
-            lines.append(f"  {m} {i}. {s.step.statement}")
+            tag = f"  [special case: {s.step.scope}]" if s.step.scope else ""
+            lines.append(f"  {m} {i}. {s.step.statement}{tag}")
             lines.append(f"       {s.step.latex() if latex else s.step.text()}")
             lines.append(f"       because: {s.step.justification}")
             lines.append(f"       proof:   {s.step.check.description} -- {s.detail}")
@@ -356,10 +629,14 @@ class DerivationReport:
     def render_latex(self) -> str:
         """A LaTeX fragment (``align*`` per step) for reports and the docs."""
         d = self.derivation
-        out = [f"% {d.equation} {d.title} ({d.name})", r"\begin{enumerate}"]
+        out = [f"% {d.equation} {d.title} ({d.name})"]
+        if d.assumptions:
+            out.append(r"\emph{Assumptions:} " + "; ".join(d.assumptions))
+        out.append(r"\begin{enumerate}")
         for s in self.steps:
             mark = r"\checkmark" if s.checked else r"\times"
-            out.append(rf"\item {s.step.statement} (${mark}$)")
+            tag = f" [special case: {s.step.scope}]" if s.step.scope else ""
+            out.append(rf"\item {s.step.statement}{tag} (${mark}$)")
             out.append(r"\begin{align*}" + s.step.latex() + r"\end{align*}")
             out.append(rf"\emph{{{s.step.justification}}}")
         out.append(r"\end{enumerate}")
@@ -377,19 +654,69 @@ class Derivation:
     steps: list[Step] = field(default_factory=list)
     results: dict[str, Result] = field(default_factory=dict)
     build_seconds: float = 0.0
+    assumptions: list[str] = field(default_factory=list)
 
-    def step(self, statement: str, after, justification: str, check: Check, *, before=None, relation="="):
+    def assume(self, *statements: str) -> Derivation:
+        """Declare assumptions (printed with the derivation): "0 < β_t < 1", "σ² > 0", ..."""
+        self.assumptions.extend(statements)
+        return self
+
+    def step(
+        self,
+        statement: str,
+        after,
+        justification: str,
+        check: Check,
+        *,
+        before=None,
+        relation="=",
+        scope: str | None = None,
+        kind: str = "typed",
+    ):
         """Append a step (fluent helper used by the derivation modules)."""
-        self.steps.append(Step(statement, after, justification, check, before=before, relation=relation))
+        self.steps.append(
+            Step(statement, after, justification, check, before=before, relation=relation, scope=scope, kind=kind)
+        )
         return self
 
     def export(self, name: str, expr: sp.Expr, args: Sequence[sp.Symbol], description: str = "") -> Result:
-        missing = sp.sympify(expr).free_symbols - set(args)
+        """Export ``expr``, which should be the after-expression of one of the steps (or the right-hand side of an
+        equation, or an entry of a tuple, that is one): :attr:`Result.step` records which.  An export that is no
+        step's after-expression is listed by :meth:`unchecked_exports` and fails the self-test."""
+        expr = sp.sympify(expr)
+        missing = expr.free_symbols - set(args)
         if missing:
             raise ValueError(f"result {name!r} has free symbols not in args: {sorted(map(str, missing))}")
-        r = Result(name, sp.sympify(expr), tuple(args), description)
+        index = self._step_of(expr)  # None: exported from outside the steps (reported by the self-test)
+        r = Result(name, expr, tuple(args), description, step=None if index is None else index + 1)
         self.results[name] = r
         return r
+
+    def _step_of(self, expr) -> int | None:
+        for i in range(len(self.steps) - 1, -1, -1):
+            after = self.steps[i].after
+            if _same(after, expr) or (isinstance(after, sp.Equality) and _same(after.rhs, expr)):
+                return i
+            if isinstance(after, sp.Tuple) and any(
+                _same(e, expr) or (isinstance(e, sp.Equality) and _same(e.rhs, expr)) for e in after
+            ):
+                return i
+        return None
+
+    def self_test(self) -> list[SelfTest]:
+        """Every step's check re-run on perturbed after-expressions (see :meth:`Step.self_test`)."""
+        return [st.self_test() for st in self.steps]
+
+    def unchecked_exports(self) -> list[str]:
+        """Names of the exported results that are not the after-expression of a step (each one a defect)."""
+        return [name for name, r in self.results.items() if r.step is None]
+
+    def counts(self) -> dict[str, int]:
+        """Steps per kind (:data:`KINDS`)."""
+        out = dict.fromkeys(KINDS, 0)
+        for st in self.steps:
+            out[st.kind] += 1
+        return out
 
     def result(self, name: str) -> Result:
         try:

@@ -31,14 +31,17 @@ import sympy as sp
 
 from .algebra import (
     Square,
+    coefficients,
     complete_square,
     completes_square,
     expect_normal,
+    expect_normal_direct,
     gaussian_integral_step,
     log_identity,
     log_integral_exp_quadratic,
     log_mvn,
     log_normal,
+    log_residual,
     tidy,
 )
 from .core import Derivation, holds
@@ -70,26 +73,32 @@ class _Model:
     log_px: sp.Expr
     post_mean: sp.Expr
     post_var: sp.Expr
+    xs: list
+    ws: list
+    bs: list
 
 
 def _derive(xs, ws, bs) -> _Model:
     joint = sp.expand(sum(log_normal(xi, wi * z + bi, sigma2) for xi, wi, bi in zip(xs, ws, bs)) + log_normal(z, 0, 1))
     sq = complete_square(joint, z)
     log_px = tidy(log_integral_exp_quadratic(sq))
-    return _Model(joint, sq, log_px, sq.centre, sq.variance)
+    return _Model(joint, sq, log_px, sq.centre, sq.variance, xs, ws, bs)
 
 
 def _model_steps(d: Derivation, label: str, mdl: _Model, log_marginal_claim, mean_claim, var_claim) -> None:
-    def concave() -> tuple[bool, str]:
-        lead = sp.factor(mdl.square.a)
-        return lead.is_negative is True, f"z² coefficient {lead} < 0"
+    def concave(joint) -> tuple[bool, str]:
+        terms = [log_normal(xi, wi * z + bi, sigma2) for xi, wi, bi in zip(mdl.xs, mdl.ws, mdl.bs)]
+        why = log_residual(joint - sum(terms) - log_normal(z, 0, 1), [z])
+        lead = sp.factor(coefficients(joint, z).get(2, 0))
+        return why is None and lead.is_negative is True, f"{why or 'the sum expanded'}; z² coefficient {lead} < 0"
 
     d.step(
         f"({label}) log p(x, z) = Σ_i log N(x_i; w_i z + b_i, sigma2) + log N(z; 0, 1) is a concave quadratic in z",
         mdl.joint,
         "expand the Gaussian log-densities",
-        holds(concave, "leading coefficient in z is negative"),
+        holds(concave, "the sum of log-densities expanded; leading coefficient in z is negative", mdl.joint),
         before=sp.Symbol("log p(x,z)"),
+        scope=label,
     )
     d.step(
         f"({label}) Complete the square in z",
@@ -97,6 +106,7 @@ def _model_steps(d: Derivation, label: str, mdl: _Model, log_marginal_claim, mea
         "a z² + c z + k0 = a (z + c/(2a))² + k0 − c²/(4a)",
         completes_square(mdl.joint, mdl.square),
         before=mdl.joint,
+        scope=label,
     )
     d.step(
         f"({label}) log p(x) = log ∫ p(x, z) dz is the Gaussian log-density of the textbook marginal",
@@ -104,25 +114,35 @@ def _model_steps(d: Derivation, label: str, mdl: _Model, log_marginal_claim, mea
         "shift z by the square's centre; ∫ exp(−A y²) dy = √(π/A) with A = −a",
         log_identity(mdl.log_px, log_marginal_claim),
         before=mdl.log_px,
+        scope=label,
     )
+    post = sp.Tuple(mdl.post_mean, mdl.post_var)
     d.step(
         f"({label}) Bayes: log p(z|x) = log p(x, z) − log p(x) = log N(z; centre, −1/(2a))",
-        log_normal(z, mdl.post_mean, mdl.post_var),
+        post,
         "the exponent's square is the posterior's; the constants are those of p(x)",
-        log_identity(mdl.square.expr - mdl.log_px, log_normal(z, mdl.post_mean, mdl.post_var), [z]),
+        holds(
+            lambda mv: log_identity(mdl.square.expr - mdl.log_px, log_normal(z, mv[0], mv[1]), [z]).run(),
+            "log p(x, z) − log p(x) against log N(z; mean, variance) as polynomials in z",
+            post,
+        ),
         before=mdl.square.expr - sp.Symbol("log p(x)"),
+        scope=label,
+        kind="computed",
     )
 
-    def textbook_posterior() -> tuple[bool, str]:
-        rm, rv = sp.cancel(mdl.post_mean - mean_claim), sp.cancel(mdl.post_var - var_claim)
+    def textbook_posterior(claim) -> tuple[bool, str]:
+        rm, rv = sp.cancel(mdl.post_mean - claim[0]), sp.cancel(mdl.post_var - claim[1])
         return rm == 0 and rv == 0, f"mean residual {rm}; variance residual {rv}"
 
+    claimed = sp.Tuple(mean_claim, var_claim)
     d.step(
         f"({label}) The posterior is the textbook one",
-        sp.Tuple(mean_claim, var_claim),
+        claimed,
         "read off centre and variance; rational-function identity",
-        holds(textbook_posterior, "cancel(derived - claimed) == 0 for mean and variance"),
+        holds(textbook_posterior, "cancel(derived - claimed) == 0 for mean and variance", claimed),
         before=sp.Tuple(mdl.post_mean, mdl.post_var),
+        scope=label,
     )
 
 
@@ -130,6 +150,16 @@ def _gap_steps(d, label, mdl: _Model, kl) -> tuple[sp.Expr, sp.Expr]:
     """ELBO(m, v) by integration; gap = log p(x) − ELBO = KL(q ‖ posterior) (``kl``: E1's result); its minimiser.
     Returns (elbo, gap)."""
     elbo = tidy(expect_normal(mdl.joint - log_normal(z, m, v), z, m, v))
+    direct = expect_normal_direct(mdl.joint - log_normal(z, m, v), z, m, v)
+    d.step(
+        f"({label}) ELBO(m, v) = ∫ N(z; m, v) [log p(x, z) − log N(z; m, v)] dz, integrated by SymPy",
+        elbo,
+        "integrate the quadratic against q (z = m + √v u, E2)",
+        holds(lambda e: log_identity(e, direct).run(), "the moments of q integrated directly in z", elbo),
+        before=sp.Integral(sp.Symbol("q(z)") * sp.Symbol("log p(x,z)/q(z)"), (z, -sp.oo, sp.oo)),
+        scope=label,
+        kind="computed",
+    )
     gap_kl = kl.at(m, v, mdl.post_mean, mdl.post_var)
     d.step(
         f"({label}) ELBO(m, v) = ∫ N(z; m, v) [log p(x, z) − log N(z; m, v)] dz, and log p(x) − ELBO = "
@@ -138,43 +168,55 @@ def _gap_steps(d, label, mdl: _Model, kl) -> tuple[sp.Expr, sp.Expr]:
         "integrate the quadratic against q (z = m + √v u, E2); the KL is E1's result at the exact posterior",
         log_identity(mdl.log_px - elbo, gap_kl),
         before=mdl.log_px - elbo,
+        scope=label,
     )
     gap = mdl.log_px - elbo  # the gap as derived (log p minus the integrated ELBO)
     grad = [sp.diff(gap, m), sp.diff(gap, v)]
 
-    def unique_stationary_point() -> tuple[bool, str]:
+    def unique_stationary_point(claim) -> tuple[bool, str]:
         sols = sp.solve(grad, [m, v], dict=True)
-        ok = len(sols) == 1 and all(sp.cancel(sols[0][k] - t) == 0 for k, t in ((m, mdl.post_mean), (v, mdl.post_var)))
-        return ok, f"solutions {sols}"
+        ok = len(sols) == 1 and all(
+            isinstance(c, sp.Equality) and c.lhs in sols[0] and sp.cancel(sols[0][c.lhs] - c.rhs) == 0 for c in claim
+        )
+        return ok and len(claim) == 2, f"solutions {sols}"
 
+    stationary = sp.Tuple(sp.Eq(m, mdl.post_mean), sp.Eq(v, mdl.post_var))
     d.step(
         f"({label}) ∇_(m, v) gap = 0 has exactly one solution: the exact posterior's mean and variance",
-        sp.Tuple(sp.Eq(m, mdl.post_mean), sp.Eq(v, mdl.post_var)),
+        stationary,
         "solve the two gradient equations",
-        holds(unique_stationary_point, "sp.solve(∇gap, [m, v])"),
+        holds(unique_stationary_point, "sp.solve(∇gap, [m, v])", stationary),
         before=sp.Tuple(*[sp.Eq(g, 0) for g in grad]),
+        scope=label,
+        kind="computed",
     )
     hessian = sp.hessian(gap, (m, v))
 
-    def convex() -> tuple[bool, str]:
-        h = hessian.applyfunc(sp.cancel)
-        ok = h[0, 1] == 0 and h[1, 0] == 0 and h[0, 0].is_positive is True and h[1, 1].is_positive is True
-        return ok, f"Hessian = {sp.sstr(h)}"
+    def convex(claim) -> tuple[bool, str]:
+        h = claim.applyfunc(sp.cancel)
+        same = (h - sp.hessian(gap, (m, v))).applyfunc(sp.cancel) == sp.zeros(2, 2)
+        ok = same and h[0, 1] == 0 and h[1, 0] == 0 and h[0, 0].is_positive is True and h[1, 1].is_positive is True
+        return ok, f"Hessian = {sp.sstr(h)} (recomputed: {same})"
 
     d.step(
         f"({label}) The gap is strictly convex in (m, v) for v > 0 (diagonal Hessian, positive entries), "
         "so that point is its global minimum",
         hessian,
         "second derivatives of the gap",
-        holds(convex, "Hessian diagonal with positive diagonal for all m, v > 0"),
+        holds(convex, "Hessian recomputed; diagonal with positive diagonal for all m, v > 0", hessian),
         before=sp.Symbol("Hessian(gap)"),
+        scope=label,
+        kind="computed",
     )
+    at_min = gap.subs({m: mdl.post_mean, v: mdl.post_var})
+    zero = sp.Integer(0)
     d.step(
         f"({label}) At the minimum the gap is 0: ELBO = log p(x) exactly at the true posterior (gap ≥ 0 elsewhere)",
-        sp.Integer(0),
+        zero,
         "substitute m, v = posterior mean, variance",
-        log_identity(gap.subs({m: mdl.post_mean, v: mdl.post_var}), 0),
+        holds(lambda c: log_identity(at_min, c).run(), "the gap at the posterior, compared", zero),
         before=sp.Symbol("gap(posterior)"),
+        scope=label,
     )
     return elbo, gap_kl
 
@@ -209,16 +251,27 @@ def build(
         "ELBO integrated against q as for D = 1",
         log_identity(two.log_px - elbo2, gap2),
         before=two.log_px - elbo2,
+        scope="D = 2",
+    )
+    direct2 = expect_normal_direct(two.joint - log_normal(z, m, v), z, m, v)
+    d.step(
+        "(D = 2) ELBO(m, v) integrated by SymPy",
+        elbo2,
+        "integrate the quadratic against q",
+        holds(lambda e: log_identity(e, direct2).run(), "the moments of q integrated directly in z", elbo2),
+        before=sp.Integral(sp.Symbol("q(z)") * sp.Symbol("log p(x,z)/q(z)"), (z, -sp.oo, sp.oo)),
+        scope="D = 2",
+        kind="computed",
     )
 
     args1 = (x, w, b, sigma2)
-    d.export("log_marginal", one.log_px, args1, "exact log p(x), nats (scalar x)")
+    d.export("log_marginal", log_normal(x, b, marginal_variance), args1, "exact log p(x), nats (scalar x)")
     d.export("posterior_mean", one.post_mean, args1, "mean of p(z|x)")
     d.export("posterior_variance", one.post_var, (w, sigma2), "variance of p(z|x)")
     d.export("elbo", elbo1, (*args1, m, v), "ELBO with q(z|x) = N(m, v), nats (≤ log p(x))")
     d.export("gap", gap1, (*args1, m, v), "log p(x) − ELBO = KL(q ‖ p(z|x)), nats (≥ 0)")
     args2 = (x1, x2, w1, w2, b1, b2, sigma2)
-    d.export("log_marginal_2d", two.log_px, args2, "exact log p(x), nats (2-D x)")
+    d.export("log_marginal_2d", log_mvn(X2, B2, marginal_cov_2d), args2, "exact log p(x), nats (2-D x)")
     d.export("posterior_mean_2d", two.post_mean, args2, "mean of p(z|x) (2-D x)")
     d.export("posterior_variance_2d", two.post_var, (w1, w2, sigma2), "variance of p(z|x) (2-D x)")
     d.export("elbo_2d", elbo2, (*args2, m, v), "ELBO with q(z|x) = N(m, v), nats (2-D x)")

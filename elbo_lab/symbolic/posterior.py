@@ -57,11 +57,15 @@ def _zero(expr) -> bool:
     return sp.cancel(sp.together(expr)) == 0
 
 
+CONST = sp.Symbol("const(x_t, x_0)")
+
+
 def build(*, variance=TEXTBOOK_VARIANCE, mean=TEXTBOOK_MEAN, mean_eps=TEXTBOOK_MEAN_EPS) -> Derivation:
     """Build E6. ``variance``, ``mean``, ``mean_eps`` are the claimed forms (tests pass wrong ones)."""
     from . import get
 
     d = Derivation("posterior", "E6", "Posterior q(x_{t-1}|x_t, x_0) by Bayes", "Reverse diffusion process")
+    d.assume("0 < β_t < 1, α_t = 1 − β_t", "0 < ᾱ_t = α_t ᾱ_{t−1} ≤ ᾱ_{t−1} < 1 (t ≥ 2)")
     fm = get("forward_marginal")
 
     def use(name, *values):  # an E5 result at these arguments, in α_t
@@ -79,9 +83,13 @@ def build(*, variance=TEXTBOOK_VARIANCE, mean=TEXTBOOK_MEAN, mean_eps=TEXTBOOK_M
     d.step(
         "Bayes: q(x_{t-1}|x_t, x_0) = q(x_t|x_{t-1}, x_0) q(x_{t-1}|x_0) / q(x_t|x_0), and q(x_t|x_{t-1}, x_0) ="
         " q(x_t|x_{t-1}) (Markov); the denominator is the E5 marginal N(√ᾱ_t x_0, 1 - ᾱ_t)",
-        numerator - log_marg,
+        bayes := numerator - log_marg,
         "the denominator is ∫ numerator dx_{t-1}: log ∫ exp(A x² + B x + C) dx = C - B²/(4A) + ½ log(π/(-A))",
-        log_identity(integrated, log_marg, [xt, x0], description="log ∫ numerator dx_{t-1} == log q(x_t|x_0)"),
+        holds(
+            lambda e: log_identity(integrated, numerator - e, [xt, x0]).run(),
+            "log numerator − (after) == log ∫ numerator dx_{t-1}, as polynomials in x_t, x_0",
+            bayes,
+        ),
         before=sp.Symbol("log q(x_{t-1}|x_t, x_0)"),
     )
 
@@ -91,17 +99,18 @@ def build(*, variance=TEXTBOOK_VARIANCE, mean=TEXTBOOK_MEAN, mean_eps=TEXTBOOK_M
     precision = alpha / beta + 1 / (1 - alpha_bar_prev)
     d.step(
         "The log-numerator is a quadratic A x_{t-1}² + B x_{t-1} + C with -2A = α_t/β_t + 1/(1 - ᾱ_{t-1}) > 0",
-        A * x_prev**2 + B * x_prev + C,
+        quad := A * x_prev**2 + B * x_prev + C,
         "expand both squared exponents and collect powers of x_{t-1}",
         holds(
-            lambda: (
-                log_identity(numerator, A * x_prev**2 + B * x_prev + C, [x_prev]).run()[0]
-                and _zero((-2 * A - precision).subs(IN_ALPHA)),
+            lambda e: (
+                log_identity(numerator, e, [x_prev]).run()[0] and _zero((-2 * A - precision).subs(IN_ALPHA)),
                 "coefficients in x_prev agree; -2A - (α/β + 1/(1-ᾱ_{t-1})) = 0",
             ),
             "coefficients in x_prev agree and -2A is the summed precision",
+            quad,
         ),
         before=numerator,
+        kind="computed",
     )
 
     # 3. Complete the square: variance -1/(2A), mean -B/(2A) -- derived, not typed in.
@@ -112,10 +121,15 @@ def build(*, variance=TEXTBOOK_VARIANCE, mean=TEXTBOOK_MEAN, mean_eps=TEXTBOOK_M
     d.step(
         "Completing the square: log-numerator = -(x_{t-1} - μ̃_t)²/(2β̃_t) + const(x_t, x_0), with β̃_t = -1/(2A) and"
         " μ̃_t = -B/(2A)",
-        square + sp.Symbol("const(x_t, x_0)"),
+        completed := square + CONST,
         "A x² + B x = A (x + B/(2A))² - B²/(4A)",
-        completes_square(numerator, derived_square),
+        holds(
+            lambda e: completes_square(numerator, derived_square).run((numerator, e.xreplace({CONST: sq.const}))),
+            "coefficients in x_{t-1} against the completed square (const = the x_{t-1}-free rest)",
+            completed,
+        ),
         before=numerator,
+        kind="computed",
     )
 
     # 4. The variance equals the claimed textbook form.
@@ -124,11 +138,12 @@ def build(*, variance=TEXTBOOK_VARIANCE, mean=TEXTBOOK_MEAN, mean_eps=TEXTBOOK_M
         variance,
         "1/(α_t/β_t + 1/(1-ᾱ_{t-1})) = β_t (1-ᾱ_{t-1})/(α_t (1-ᾱ_{t-1}) + β_t) and α_t (1-ᾱ_{t-1}) + β_t = 1 - ᾱ_t",
         holds(
-            lambda: (
-                _zero(var_derived - variance.subs(IN_ALPHA)),
-                f"residual {sp.sstr(sp.factor(sp.cancel(var_derived - variance.subs(IN_ALPHA))))[:200]}",
+            lambda e: (
+                _zero(var_derived - e.subs(IN_ALPHA)),
+                f"residual {sp.sstr(sp.factor(sp.cancel(var_derived - e.subs(IN_ALPHA))))[:200]}",
             ),
             "cancel(derived β̃ - claimed) == 0",
+            variance,
         ),
         before=var_derived,
     )
@@ -138,7 +153,11 @@ def build(*, variance=TEXTBOOK_VARIANCE, mean=TEXTBOOK_MEAN, mean_eps=TEXTBOOK_M
         "μ̃_t = √ᾱ_{t-1} β_t/(1 - ᾱ_t) x_0 + √α_t (1 - ᾱ_{t-1})/(1 - ᾱ_t) x_t  (x_0 form)",
         mean,
         "-B/(2A) = β̃_t (√ᾱ_{t-1} x_0/(1 - ᾱ_{t-1}) + √α_t x_t/β_t)",
-        coefficients_equal(mean_derived, mean.subs(IN_ALPHA), [x0, xt]),
+        holds(
+            lambda e: coefficients_equal(mean_derived, e.subs(IN_ALPHA), [x0, xt]).run(),
+            "coefficients in (x0, xt) agree",
+            mean,
+        ),
         before=mean_derived,
     )
 
@@ -150,8 +169,9 @@ def build(*, variance=TEXTBOOK_VARIANCE, mean=TEXTBOOK_MEAN, mean_eps=TEXTBOOK_M
         "E5's draw x_t = √ᾱ_t x_0 + √(1 - ᾱ_t) ε, solved for x_0: x_0 = (x_t - √(1 - ᾱ_t) ε)/√ᾱ_t",
         x0_eps,
         "the draw is linear in x_0",
-        holds(lambda: (_zero(draw.subs(x0, x0_eps) - xt), "draw(x_0(x_t, ε), ε) - x_t = 0"), "substitute back"),
+        holds(lambda e: (_zero(draw.subs(x0, e) - xt), "draw(x_0(x_t, ε), ε) - x_t = 0"), "substitute back", x0_eps),
         before=x0,
+        kind="computed",
     )
 
     # 7. The mean in ε form.
@@ -162,7 +182,11 @@ def build(*, variance=TEXTBOOK_VARIANCE, mean=TEXTBOOK_MEAN, mean_eps=TEXTBOOK_M
         "Substituting x_0(x_t, ε): μ̃_t = (x_t - β_t/√(1 - ᾱ_t) ε)/√α_t  (ε form)",
         mean_eps,
         "the x_t-coefficient (β_t + α_t (1 - ᾱ_{t-1}))/(√α_t (1 - ᾱ_t)) = 1/√α_t because β_t = 1 - α_t",
-        coefficients_equal(mean_eps_derived, mean_eps.subs(IN_ALPHA), [xt, eps]),
+        holds(
+            lambda e: coefficients_equal(mean_eps_derived, e.subs(IN_ALPHA), [xt, eps]).run(),
+            "coefficients in (xt, eps) agree",
+            mean_eps,
+        ),
         before=mean_derived.subs(x0, x0_eps),
     )
 
@@ -175,17 +199,43 @@ def build(*, variance=TEXTBOOK_VARIANCE, mean=TEXTBOOK_MEAN, mean_eps=TEXTBOOK_M
         "the constants: ½ log(2πβ_t) + ½ log(2π(1-ᾱ_{t-1})) - ½ log(2π(1-ᾱ_t)) = ½ log(2π β̃_t)",
         log_identity(numerator - log_marg, log_post, [x_prev, xt, x0]),
         before=numerator - log_marg,
+        kind="computed",
     )
 
     mean_poly = sp.Poly(mean_derived, x0, xt)  # linear in (x_0, x_t)
     coef_x0 = sp.factor(mean_poly.coeff_monomial(x0).subs(IN_BETA))
     coef_xt = sp.factor(mean_poly.coeff_monomial(xt).subs(IN_BETA))
-    d.export("variance", sp.factor(var_derived.subs(IN_BETA)), (beta, alpha_bar_prev), "β̃_t")
-    d.export("mean", coef_x0 * x0 + coef_xt * xt, (x0, xt, beta, alpha_bar_prev), "μ̃_t, x_0 form")
-    d.export("coef_x0", coef_x0, (beta, alpha_bar_prev), "coefficient of x_0 in μ̃_t")
-    d.export("coef_xt", coef_xt, (beta, alpha_bar_prev), "coefficient of x_t in μ̃_t")
     eps_poly = sp.Poly(mean_eps_derived, xt, eps)
     mean_eps_beta = sum(sp.factor(eps_poly.coeff_monomial(s).subs(IN_BETA)) * s for s in (xt, eps))
+    var_beta, mean_beta, x0_eps_beta = (
+        sp.factor(var_derived.subs(IN_BETA)),
+        coef_x0 * x0 + coef_xt * xt,
+        x0_eps.subs(IN_BETA),
+    )
+    derived = (
+        var_derived,
+        mean_derived,
+        mean_poly.coeff_monomial(x0),
+        mean_poly.coeff_monomial(xt),
+        mean_eps_derived,
+        x0_eps,
+    )
+    in_beta = sp.Tuple(var_beta, mean_beta, coef_x0, coef_xt, mean_eps_beta, x0_eps_beta)
+
+    def same_in_alpha(forms) -> tuple[bool, str]:
+        bad = [i for i, (f, g) in enumerate(zip(forms, derived)) if not _zero(f.subs(IN_ALPHA) - g)]
+        return not bad and len(forms) == len(derived), f"entries differing: {bad}" if bad else "all six agree"
+
+    d.step(
+        "In β_t and ᾱ_{t−1} (β̃_t, μ̃_t, its x_0 and x_t coefficients, the ε form, x_0 from ε): the exported forms",
+        in_beta,
+        "substitute α_t = 1 − β_t",
+        holds(same_in_alpha, "each form, with β_t = 1 − α_t, minus the derived one == 0", in_beta),
+    )
+    d.export("variance", var_beta, (beta, alpha_bar_prev), "β̃_t")
+    d.export("mean", mean_beta, (x0, xt, beta, alpha_bar_prev), "μ̃_t, x_0 form")
+    d.export("coef_x0", coef_x0, (beta, alpha_bar_prev), "coefficient of x_0 in μ̃_t")
+    d.export("coef_xt", coef_xt, (beta, alpha_bar_prev), "coefficient of x_t in μ̃_t")
     d.export("mean_eps", mean_eps_beta, (xt, eps, beta, alpha_bar_prev), "μ̃_t, ε form")
-    d.export("x0_from_eps", x0_eps.subs(IN_BETA), (xt, eps, beta, alpha_bar_prev), "x_0 from x_t and ε")
+    d.export("x0_from_eps", x0_eps_beta, (xt, eps, beta, alpha_bar_prev), "x_0 from x_t and ε")
     return d

@@ -19,7 +19,7 @@ from __future__ import annotations
 import sympy as sp
 
 from .algebra import expect_normal, expect_normal_direct, log_identity, normal_pdf
-from .core import Derivation, equal, holds
+from .core import Derivation, holds, matches
 
 mu = sp.Symbol("mu", real=True)
 sigma = sp.Symbol("sigma", positive=True)
@@ -48,22 +48,25 @@ def build(
 ) -> Derivation:
     """Build E2.  Every keyword is a claimed (textbook) expression; tests pass wrong ones and expect a ✗."""
     d = Derivation("reparameterization", "E2", "Reparameterization: mu + sigma·eps ~ N(mu, sigma²)", "The VAE route")
+    d.assume("sigma > 0", "eps ~ N(0, 1); mu real")
 
-    # 1. The map eps -> z is strictly increasing (sigma > 0) with a unique inverse, found by SymPy.
-    (inverse,) = sp.solve(sp.Eq(z, SAMPLE), eps)
-    slope = sp.diff(SAMPLE, eps)
+    # 1. The sample z = g(eps) = mu + sigma·eps is strictly increasing (sigma > 0) with a unique inverse (SymPy).
+    inverse_claim = (z - mu) / sigma
+    sample_eq = sp.Eq(z, SAMPLE)
 
-    def invertible() -> tuple[bool, str]:
-        solutions = sp.solve(sp.Eq(z, SAMPLE), eps)
-        return (len(solutions) == 1 and slope.is_positive is True), f"eps = {solutions}; dz/deps = {slope} > 0"
+    def invertible(eq) -> tuple[bool, str]:
+        solutions = sp.solve(eq, eps)
+        slope = sp.diff(eq.rhs, eps)
+        ok = len(solutions) == 1 and sp.simplify(solutions[0] - inverse_claim) == 0 and slope.is_positive is True
+        return ok, f"eps = {solutions} (claimed {inverse_claim}); dz/deps = {slope} > 0"
 
     d.step(
-        "z = g(eps) = mu + sigma·eps is strictly increasing in eps, with inverse g⁻¹(z)",
-        sp.Eq(eps, inverse),
+        "The sample z = g(eps) = mu + sigma·eps is strictly increasing in eps, with inverse g⁻¹(z) = (z − mu)/sigma",
+        sample_eq,
         "solve z = mu + sigma·eps for eps; dz/deps = sigma > 0",
-        holds(invertible, "solve has exactly one root and dz/deps > 0"),
-        before=sp.Eq(z, SAMPLE),
+        holds(invertible, "solve has exactly one root, the claimed inverse, and dz/deps > 0", sample_eq),
     )
+    inverse = inverse_claim
 
     # 2. Change of variables: p_z(z) = p_eps(g^{-1}(z)) |d g^{-1}/dz|.
     jacobian = sp.diff(inverse, z)
@@ -72,7 +75,9 @@ def build(
         "Change of variables: the density of z is N(g⁻¹(z); 0, 1)·|dg⁻¹/dz|, which is N(z; mu, sigma²)",
         density,
         "p_z(z) = p_eps(g⁻¹(z)) |dg⁻¹/dz| for an invertible differentiable g; compared as log-densities",
-        log_identity(sp.log(density_derived), sp.log(density)),
+        holds(
+            lambda dens: log_identity(sp.log(density_derived), sp.log(dens)).run(), "compared as log-densities", density
+        ),
         before=sp.Function("p_eps")(inverse) * sp.Abs(jacobian),
     )
 
@@ -83,47 +88,66 @@ def build(
         "E[mu + sigma·eps] = ∫ (mu + sigma·u) N(u; 0, 1) du",
         mean,
         "integrate each power of u against the standard normal (E[u⁰] = 1, E[u] = 0)",
-        equal(mean_eps, mean),
+        matches(lambda: expect_normal(z, z, mu, sigma**2), mean, "integrated against N(0, 1), compared"),
         before=sp.Integral((mu + sigma * eps) * normal_pdf(eps, 0, 1), (eps, -sp.oo, sp.oo)),
+        kind="computed",
     )
     d.step(
         "Var[mu + sigma·eps] = ∫ (sigma·u)² N(u; 0, 1) du",
         variance,
         "E[u²] = 1 by integration",
-        equal(var_eps, variance),
+        matches(lambda: expect_normal((z - mu) ** 2, z, mu, sigma**2), variance, "E[(sigma·u)²] integrated, compared"),
         before=sp.Integral((sigma * eps) ** 2 * normal_pdf(eps, 0, 1), (eps, -sp.oo, sp.oo)),
+        kind="computed",
     )
 
-    def moments_of_law() -> tuple[bool, str]:
+    def moments_of_law(claimed) -> tuple[bool, str]:
         m1 = expect_normal_direct(z, z, mu, sigma**2)
         m2 = expect_normal_direct((z - mu) ** 2, z, mu, sigma**2)
-        ok = sp.simplify(m1 - mean) == 0 and sp.simplify(m2 - variance) == 0
+        ok = sp.simplify(m1 - claimed[0]) == 0 and sp.simplify(m2 - claimed[1]) == 0
         return ok, f"∫ z N(z; mu, sigma²) dz = {m1}; ∫ (z - mu)² N dz = {sp.factor(m2)}"
 
+    law_moments = sp.Tuple(mean, variance)
     d.step(
         "These are the mean and variance of N(mu, sigma²), integrated directly in z",
-        sp.Tuple(mean, variance),
+        law_moments,
         "first two moments of the density of step 2",
-        holds(moments_of_law, "moments of N(mu, sigma²) by integrating in z"),
+        holds(moments_of_law, "moments of N(mu, sigma²) by integrating in z", law_moments),
         before=sp.Tuple(mean_eps, var_eps),
+        kind="computed",
     )
 
     # 6-7. Gradients of the sample with respect to the parameters: the noise is held fixed.
-    g_mu = sp.diff(SAMPLE, mu)
-    g_sigma = sp.diff(SAMPLE, sigma)
+    g_mu, g_sigma = sp.diff(SAMPLE, mu), sp.diff(SAMPLE, sigma)
     d.step(
         "∂z/∂mu with eps held fixed",
-        grad_mu,
+        g_mu,
         "differentiate mu + sigma·eps",
-        equal(g_mu, grad_mu),
+        holds(
+            lambda e: (
+                sp.simplify(sp.diff(SAMPLE, mu) - e) == 0 and sp.simplify(e - grad_mu) == 0,
+                f"claimed {grad_mu}",
+            ),
+            "differentiated by SymPy, compared with the claim",
+            g_mu,
+        ),
         before=sp.Derivative(SAMPLE, mu),
+        kind="computed",
     )
     d.step(
         "∂z/∂sigma with eps held fixed",
-        grad_sigma,
+        g_sigma,
         "differentiate mu + sigma·eps",
-        equal(g_sigma, grad_sigma),
+        holds(
+            lambda e: (
+                sp.simplify(sp.diff(SAMPLE, sigma) - e) == 0 and sp.simplify(e - grad_sigma) == 0,
+                f"claimed {grad_sigma}",
+            ),
+            "differentiated by SymPy, compared with the claim",
+            g_sigma,
+        ),
         before=sp.Derivative(SAMPLE, sigma),
+        kind="computed",
     )
 
     # 8-9. Pathwise gradient: E[∂f(g(eps))/∂θ] = ∂/∂θ E[f(z)], here for f(z) = z².
@@ -135,22 +159,24 @@ def build(
         of_expectation = sp.diff(expected_f, theta)
         pathwise[theta] = through_sample
 
-        def both_sides(a=through_sample, b=of_expectation, c=claim, theta=theta) -> tuple[bool, str]:
+        def both_sides(a, inner=inner, b=of_expectation, c=claim, theta=theta) -> tuple[bool, str]:
+            r0 = sp.simplify(expect_normal(inner, eps, 0, 1) - a)
             ra, rb = sp.simplify(a - c), sp.simplify(b - c)
-            return ra == 0 and rb == 0, f"E[∂f/∂{theta}] = {a}; ∂E[f]/∂{theta} = {b}; claimed {c}"
+            return r0 == 0 and ra == 0 and rb == 0, f"E[∂f/∂{theta}] = {a}; ∂E[f]/∂{theta} = {b}; claimed {c}"
 
         d.step(
-            f"Pathwise gradient for f(z) = z²: E_eps[∂f(mu + sigma·eps)/∂{theta}] = ∂/∂{theta} E[f(z)]",
-            claim,
+            f"Pathwise gradient: E_eps[∂f(mu + sigma·eps)/∂{theta}] = ∂/∂{theta} E[f(z)]",
+            through_sample,
             "the expectation is over eps, whose law does not depend on the parameters, so ∂ and E commute",
-            holds(both_sides, "both sides integrated by SymPy and compared with the claim"),
+            holds(both_sides, "both sides integrated by SymPy and compared with the claim", through_sample),
             before=sp.Integral(inner * normal_pdf(eps, 0, 1), (eps, -sp.oo, sp.oo)),
+            scope="for f = z²",
         )
 
     d.export("sample", SAMPLE, (mu, sigma, eps), "z = mu + sigma·eps")
     d.export("grad_mu", g_mu, (mu, sigma, eps), "∂z/∂mu")
     d.export("grad_sigma", g_sigma, (mu, sigma, eps), "∂z/∂sigma")
-    d.export("density", sp.simplify(density_derived), (z, mu, sigma), "density of mu + sigma·eps")
+    d.export("density", density, (z, mu, sigma), "density of mu + sigma·eps")
     d.export("pathwise_grad_mu", pathwise[mu], (mu, sigma), "E[∂(z²)/∂mu] = ∂E[z²]/∂mu")
     d.export("pathwise_grad_sigma", pathwise[sigma], (mu, sigma), "E[∂(z²)/∂sigma] = ∂E[z²]/∂sigma")
     return d
