@@ -152,7 +152,15 @@ def main(args: argparse.Namespace) -> int:
     cfg = resolve_config(args, stored)
     if cfg.device not in ("auto", "cpu") and not cfg.device.startswith("cuda"):
         raise ElboLabError(f"unknown device {cfg.device!r} (expected auto, cpu or cuda)")
-    summary = train(cfg, out, resume=args.resume, progress=not args.no_progress)
+    from ..distributed import setup
+
+    dist, _ = setup(cfg.device)  # torchrun: join the job (rank r on cuda:LOCAL_RANK or the CPU)
+    try:
+        summary = train(cfg, out, resume=args.resume, progress=not args.no_progress, dist=dist)
+    finally:
+        dist.close()
+    if not dist.is_main:
+        return 0
     best = summary["best"]
     print(f"device: {summary['device']}")
     print(
@@ -163,5 +171,11 @@ def main(args: argparse.Namespace) -> int:
         f"best held-out bound {best['heldout_bpd']:.4f} ± {best['heldout_stderr']:.4f} bits/dim at step "
         f"{best['step']} (EMA weights in {out / 'best.pt'}); metrics in {out / 'metrics.json'}"
     )
+    if dist.enabled:
+        d = summary["distributed"]
+        print(
+            f"DistributedDataParallel: {d['world_size']} processes ({d['backend']}), {d['per_rank_batch']} images "
+            f"per rank per step; weights identical on every rank (sha256 {d['weights_sha256_per_rank'][0][:16]})"
+        )
     print(f"test bound: elbo-lab bound {out / 'best.pt'}")
     return 0

@@ -157,7 +157,7 @@ class EpsModel(nn.Module):
         self.param = param
         self.levels = levels
         self.amp = amp
-        self.learned_variance = bool(net.cfg.learned_variance)
+        self.learned_variance = bool(getattr(net, "module", net).cfg.learned_variance)  # net may be DDP-wrapped
 
     @property
     def device(self) -> torch.device:

@@ -21,6 +21,14 @@ the EMA weights with the lowest held-out bound (digits overfits: DESIGN.md).
 Randomness: a CPU generator (data order, steps), a device generator (noise), and the global RNG forked for
 dropout -- all seeded from ``seed`` and saved in every checkpoint, so a run of N steps equals N/2 steps plus a
 resume to N, bit for bit on the CPU (test: ``tests/test_ddpm.py``).  The caller's global RNG is untouched.
+
+Several processes (``torchrun``, :mod:`elbo_lab.distributed`): every rank draws the same global minibatch, steps
+and noise from the same generators and computes the loss of its own contiguous slice of ``batch_size / world``
+images; DistributedDataParallel averages the gradients, so each optimizer step is that of the global batch and
+every rank holds the same weights (checked at the end: SHA-256 per rank in ``metrics.json``).  The importance
+sampler is updated with the losses of the whole batch (gathered).  Rank 0 alone evaluates, writes checkpoints
+(atomically) and logs.  Dropout draws one stream per rank from the same seed (so resume stays exact).
+Test: ``tests/test_distributed.py``.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import torch
 
 from ..bound import bound_term, prior_term, simple_term, variational_bound
 from ..data import Dataset, load_data
+from ..distributed import Dist, weights_digest
 from ..errors import CheckpointError, DataError, ElboLabError
 from ..io import atomic_write_json
 from .checkpoint import load_checkpoint, save_checkpoint, schedule_from_config
@@ -225,10 +234,13 @@ class Trainer:
     untouched), whose state is kept here and saved in checkpoints.
     """
 
-    def __init__(self, cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, log=print):
+    def __init__(self, cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, log=print, dist=None):
         cfg.validate()
         self.cfg, self.out, self.log = cfg, Path(out_dir), log
-        self.device = device = resolve_device(cfg.device)
+        self.dist = dist = dist or Dist()
+        if dist.enabled and cfg.batch_size % dist.world:
+            raise ElboLabError(f"--batch-size {cfg.batch_size} must be a multiple of the {dist.world} processes")
+        self.device = device = resolve_device(dist.device if dist.enabled else cfg.device)
         self.device_name = device_description(device)
         ds = load_data(cfg.data, levels=cfg.levels)
         _check_data(ds)
@@ -250,6 +262,16 @@ class Trainer:
         self.model = build_eps_model(
             self.net_cfg, schedule, param=cfg.param, levels=ds.levels, device=device, amp=amp, seed=cfg.seed
         )
+        self._ddp_model = None  # with several processes: the same network wrapped in DDP (see train_model)
+        if dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ddp = DDP(
+                self.model.net,
+                device_ids=[device] if device.type == "cuda" else None,
+                find_unused_parameters=cfg.loss == "simple" and cfg.variance == "learned",  # v gets no gradient
+            )
+            self._ddp_model = EpsModel(ddp, schedule, param=cfg.param, levels=ds.levels, amp=amp)
         self.ema = EMA(self.model.net, cfg.ema_decay)
         self.ema_model = EpsModel(self.ema.net, schedule, param=cfg.param, levels=ds.levels, amp=amp)
         self.opt = torch.optim.AdamW(self.model.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -275,6 +297,11 @@ class Trainer:
         self._acc = {"simple": 0.0, "bound": 0.0, "loss": 0.0, "n": 0}
         if resume:
             self._restore(load_checkpoint(self.out / "last.pt"))
+
+    @property
+    def train_model(self):
+        """What :meth:`step` calls: ``model``, or with several processes its network wrapped in DDP."""
+        return self.model if self._ddp_model is None else self._ddp_model
 
     def _restore(self, ckpt: dict) -> None:
         path = self.out / "last.pt"
@@ -330,7 +357,12 @@ class Trainer:
         k, w = self.sampler.sample(x0.shape[0], self.g_cpu)  # (B,), (B,) w = 1/(T p_k)
         k, w = k.to(self.device), w.to(self.device)
         noise = torch.randn(x0.shape, generator=self.g_dev, dtype=torch.float64, device=self.device)  # (B, *shape)
-        cap = _Capture(model, cfg.loss)
+        k_all = k
+        if self.dist.enabled:  # this rank's slice of the global batch (every rank drew the same batch)
+            b = x0.shape[0] // self.dist.world
+            sl = slice(self.dist.rank * b, (self.dist.rank + 1) * b)
+            x0, k, w, noise = x0[sl], k[sl], w[sl], noise[sl]
+        cap = _Capture(self.train_model, cfg.loss)
         L_k = bound_term(
             cap,
             self.schedule,
@@ -350,7 +382,7 @@ class Trainer:
         else:
             per = w * (simple + cfg.hybrid_lambda * cfg.T * L_k * self.bpd)
         loss = per.mean()
-        if not torch.isfinite(loss):
+        if not torch.isfinite(self._mean_over_ranks(loss.detach())):  # every rank stops together
             raise ElboLabError(f"training diverged at step {self.step_count}: loss is {loss.item()} (try a lower --lr)")
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -359,10 +391,11 @@ class Trainer:
         self.opt.step()
         self.ema.update(model.net, self.step_count)
         L_k = L_k.detach()
-        self.sampler.update(k, L_k)
+        self.sampler.update(k_all, self._gather_batch(L_k))
         self.step_count += 1
         a = self._acc  # running means for the log (one device sync per step)
-        stats = torch.stack([simple.detach().mean(), (w * cfg.T * L_k).mean() * self.bpd, loss.detach()]).tolist()
+        stats = torch.stack([simple.detach().mean(), (w * cfg.T * L_k).mean() * self.bpd, loss.detach()])
+        stats = self._mean_over_ranks(stats).tolist()
         a["simple"], a["bound"], a["loss"], a["n"] = (
             a["simple"] + stats[0],
             a["bound"] + stats[1],
@@ -372,6 +405,26 @@ class Trainer:
         if self.step_count % cfg.log_every == 0:
             self._log_train()
         return loss.detach()
+
+    def _mean_over_ranks(self, t: torch.Tensor) -> torch.Tensor:
+        """The mean of ``t`` over ranks (every rank's slice has the same size); ``t`` in one process."""
+        if not self.dist.enabled:
+            return t
+        import torch.distributed as tdist
+
+        t = t.clone()
+        tdist.all_reduce(t)
+        return t / self.dist.world
+
+    def _gather_batch(self, t: torch.Tensor) -> torch.Tensor:
+        """The (B,) values of the whole global batch, in batch order, from every rank's (B/world,) slice."""
+        if not self.dist.enabled:
+            return t
+        import torch.distributed as tdist
+
+        parts = [torch.empty_like(t) for _ in range(self.dist.world)]
+        tdist.all_gather(parts, t.contiguous())
+        return torch.cat(parts)
 
     def _log_train(self) -> None:
         a, n = self._acc, max(self._acc["n"], 1)
@@ -437,8 +490,11 @@ class Trainer:
             "history": self.history,
         }
 
-    def evaluate_and_save(self) -> dict:
-        """Held-out bound of the EMA model; ``best.pt`` if it improved; ``last.pt``; ``metrics.json``."""
+    def evaluate_and_save(self) -> dict | None:
+        """Held-out bound of the EMA model; ``best.pt`` if it improved; ``last.pt``; ``metrics.json`` (rank 0 only:
+        other ranks return None)."""
+        if not self.dist.is_main:
+            return None
         ev = evaluate(self.ema_model, self.schedule, self.held, self.cfg, self.levels, seed=self.cfg.seed + 1000)
         rec = {
             "step": self.step_count,
@@ -468,7 +524,7 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         budget_s = cfg.minutes * 60.0 if cfg.minutes is not None else None
         bar = None
-        if progress:
+        if progress and self.dist.is_main:
             from tqdm import tqdm
 
             bar = tqdm(
@@ -480,10 +536,14 @@ class Trainer:
             )
 
         def done() -> bool:
-            return self.step_count >= cfg.steps if cfg.steps is not None else self.elapsed >= budget_s
+            if cfg.steps is not None:
+                return self.step_count >= cfg.steps
+            return self.dist.broadcast(self.elapsed >= budget_s)  # rank 0's clock decides for every rank
 
         def eval_and_report() -> None:
             rec = self.evaluate_and_save()
+            if rec is None:
+                return
             msg = (
                 f"step {rec['step']:6d}  {rec['elapsed_s']:7.1f}s  held-out bound {rec['heldout_bpd']:.4f} "
                 f"± {rec['heldout_stderr']:.4f} bits/dim"
@@ -500,6 +560,7 @@ class Trainer:
 
         with self.rng_scope():
             self.model.train()
+            self.train_model.train()
             if self.step_count == 0 and not self.history and cfg.eval_at_start:
                 eval_and_report()
                 tick()
@@ -516,9 +577,31 @@ class Trainer:
                     tick()
         if bar is not None:
             bar.close()
-        return self.summary()
+        summary = self.summary()
+        if self.dist.enabled:
+            summary["distributed"] = self._check_ranks()
+            if self.dist.is_main:
+                atomic_write_json(self.out / "metrics.json", summary)
+        return summary
+
+    def _check_ranks(self) -> dict:
+        """Every rank's weight digests (model and EMA); a RuntimeError if they differ (DDP failed to sync)."""
+        mine = (weights_digest(self.model.net), weights_digest(self.ema.net))
+        digests = self.dist.all_gather(mine)
+        if any(d != digests[0] for d in digests):
+            raise RuntimeError(f"DDP ranks hold different weights after {self.step_count} steps: {digests}")
+        return {
+            "world_size": self.dist.world,
+            "backend": self.dist.backend,
+            "per_rank_batch": self.cfg.batch_size // self.dist.world,
+            "weights_sha256_per_rank": [d[0] for d in digests],
+            "ema_sha256_per_rank": [d[1] for d in digests],
+        }
 
 
-def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, progress: bool = True, log=print) -> dict:
-    """Train (or resume) a DDPM; returns the run summary (also in ``DIR/metrics.json``)."""
-    return Trainer(cfg, out_dir, resume=resume, log=log).run(progress=progress)
+def train(
+    cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, progress: bool = True, log=print, dist=None
+) -> dict:
+    """Train (or resume) a DDPM; returns the run summary (also in ``DIR/metrics.json``).  ``dist``: an
+    :class:`elbo_lab.distributed.Dist` when launched by torchrun (see the module docstring)."""
+    return Trainer(cfg, out_dir, resume=resume, log=log, dist=dist).run(progress=progress)

@@ -1,0 +1,149 @@
+"""torch.distributed for ``bound`` (images sharded across ranks, results gathered to rank 0) and ``train ddpm``
+(DistributedDataParallel).  Launch with ``torchrun --standalone --nproc_per_node=N elbo-lab ...``; without
+torchrun's environment (``WORLD_SIZE`` unset or 1) everything runs in one process as before.
+
+Backend: NCCL when the device is CUDA (rank r uses ``cuda:LOCAL_RANK``), gloo on the CPU.  Results are gathered
+over a gloo group in either case (they are small CPU tensors).  Only rank 0 prints and writes files.
+
+Why the numbers do not depend on N: ``bound`` gives each rank a contiguous block of images together with their
+indices in the split (``image_ids``), and the engine keys every ε and every step choice by (seed, image id, step,
+draw) (:func:`elbo_lab.bound.keyed_noise`); the importance proposal is estimated once, on rank 0, from the same
+pilot images as in one process, and broadcast.  ``train ddpm`` draws the global minibatch, its steps and its
+noise from the same seeded generators on every rank (so every rank knows the whole batch) and each rank
+computes the loss of its slice; DDP averages the gradients, so a step is the step of the global batch.
+Tests: ``tests/test_distributed.py`` (2 CPU processes under torchrun, the real engine).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+import torch
+
+from .errors import ElboLabError
+
+__all__ = ["Dist", "setup", "shard_range", "weights_digest"]
+
+
+@dataclass
+class Dist:
+    """This process's place in the run: rank, world size, local rank, backend (None when not distributed)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    backend: str | None = None
+    device: str = "cpu"
+    _cpu_group: object = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def describe(self) -> str:
+        return f"{self.world} processes ({self.backend})" if self.enabled else "1 process"
+
+    # -- collectives (no-ops in one process) ----------------------------------------------------------------------
+
+    def gather(self, obj):
+        """``obj`` of every rank, in rank order, on rank 0 (None elsewhere); [obj] in one process."""
+        if not self.enabled:
+            return [obj]
+        import torch.distributed as dist
+
+        out = [None] * self.world if self.is_main else None
+        dist.gather_object(obj, out, dst=0, group=self._cpu_group)
+        return out
+
+    def all_gather(self, obj) -> list:
+        """``obj`` of every rank, in rank order, on every rank."""
+        if not self.enabled:
+            return [obj]
+        import torch.distributed as dist
+
+        out = [None] * self.world
+        dist.all_gather_object(out, obj, group=self._cpu_group)
+        return out
+
+    def broadcast(self, obj):
+        """Rank 0's ``obj`` on every rank."""
+        if not self.enabled:
+            return obj
+        import torch.distributed as dist
+
+        box = [obj]
+        dist.broadcast_object_list(box, src=0, group=self._cpu_group)
+        return box[0]
+
+    def barrier(self) -> None:
+        if self.enabled:
+            import torch.distributed as dist
+
+            dist.barrier(group=self._cpu_group)
+
+    def close(self) -> None:
+        global _CURRENT
+        if self.enabled:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+            _CURRENT = None
+
+
+_CURRENT: Dist | None = None
+
+
+def setup(device_spec: str = "auto") -> tuple[Dist, str]:
+    """Join the torchrun job if there is one: (Dist, device spec for this rank).  Idempotent.
+
+    With CUDA (``device_spec`` auto or cuda, a GPU present) rank r takes ``cuda:LOCAL_RANK`` and the backend is
+    NCCL; otherwise gloo on the CPU.  ``--device cuda:I`` cannot be combined with several processes.
+    """
+    global _CURRENT
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist(), device_spec
+    if _CURRENT is not None:
+        return _CURRENT, _CURRENT.device
+    import torch.distributed as dist
+
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device_spec in ("auto", "cuda") and torch.cuda.is_available()
+    if device_spec.startswith("cuda:"):
+        raise ElboLabError(f"--device {device_spec}: with torchrun each rank takes cuda:LOCAL_RANK; use --device cuda")
+    if device_spec == "cuda" and not use_cuda:
+        raise ElboLabError("--device cuda: CUDA is not available on this machine (use --device cpu or auto)")
+    if use_cuda:
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    else:
+        device = "cpu"
+    backend = "nccl" if use_cuda else "gloo"
+    dist.init_process_group(backend=backend)
+    cpu_group = dist.new_group(backend="gloo") if backend != "gloo" else None
+    _CURRENT = Dist(rank, dist.get_world_size(), local, backend, device, cpu_group)
+    return _CURRENT, device
+
+
+def shard_range(n: int, rank: int, world: int) -> tuple[int, int]:
+    """[start, stop) of rank's contiguous block of n items; blocks differ in size by at most one."""
+    base, extra = divmod(n, world)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (1 if rank < extra else 0)
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """SHA-256 of a module's parameters and buffers (names, dtypes, shapes and bytes), for comparing ranks."""
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
