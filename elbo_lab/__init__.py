@@ -7,7 +7,7 @@ Units: nats inside; bits/dim = nats / (D · ln 2).
 
 __version__ = "0.1.0"
 
-from .bound import BoundResult, variational_bound  # noqa: E402
+from .bound import BoundResult, ModelSpec, variational_bound  # noqa: E402
 from .schedule import NoiseSchedule  # noqa: E402
 
-__all__ = ["BoundResult", "NoiseSchedule", "variational_bound"]
+__all__ = ["BoundResult", "ModelSpec", "NoiseSchedule", "variational_bound"]

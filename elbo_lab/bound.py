@@ -63,9 +63,12 @@ from .schedule import NoiseSchedule
 
 __all__ = [
     "BoundResult",
+    "ModelSpec",
     "bound_term",
     "estimate_proposal",
+    "keyed_noise",
     "l_simple",
+    "noise_seeds",
     "pilot_steps",
     "prior_term",
     "simple_term",
@@ -77,6 +80,175 @@ Estimator = Literal["full", "uniform", "stratified", "importance"]
 DEFAULT_CHUNK = 1024
 DEFAULT_SAMPLES = 32
 _LOG_2PI = math.log(2.0 * math.pi)
+VARIANCES = ("posterior", "beta", "learned")
+DECODERS = ("discretized", "gaussian")
+PREDICTIONS = ("epsilon", "sample", "v")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The model being bounded
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What defines the model p_θ whose NLL the bound bounds -- besides the network and the noise schedule.
+
+    Two runs with different specs bound *different models* (both bounds are valid, of different p_θ), so a number
+    is only meaningful together with its spec: :class:`BoundResult` carries it, the CLI prints it
+    (:meth:`describe`) and writes it to JSON (:meth:`to_dict`).  Estimator knobs (estimator, M, seed, chunking)
+    are *not* part of it: they change the estimate's noise, never its expectation.
+
+    - ``variance``: σ_t² of p_θ(x_{t−1}|x_t) -- "posterior" (β̃_t, σ_1² = β̃_2; improved-diffusion FIXED_SMALL),
+      "beta" (β_t at every t, σ_1² = β_1), "learned" (the model returns (ε̂, v)), or a callable k ↦ σ_t².
+    - ``decoder``: p_θ(x_0|x_1) -- "discretized" (K-level data, bins of width 2/(K−1)) or "gaussian" (a density).
+    - ``levels``: K for the discretized decoder (None for "gaussian").
+    - ``prediction``: what the network outputs -- "epsilon" (ε̂), "sample" (x̂_0) or "v" (v̂ = √ᾱ_t ε − √(1−ᾱ_t)
+      x_0, Salimans & Ho 2022); the engine turns it into ε̂ (:func:`_to_eps`).
+    - ``source``: free text naming where the spec came from (e.g. "ddpm checkpoint"), for the report only.
+    """
+
+    variance: str | Callable = "posterior"
+    decoder: str = "discretized"
+    levels: int | None = None
+    prediction: str = "epsilon"
+    source: str = ""
+
+    def __post_init__(self):
+        if not (callable(self.variance) or self.variance in VARIANCES):
+            raise ValueError(f"variance must be one of {', '.join(VARIANCES)} or a callable, got {self.variance!r}")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder must be 'discretized' or 'gaussian', got {self.decoder!r}")
+        if self.decoder == "discretized" and (
+            self.levels is None or isinstance(self.levels, bool) or not isinstance(self.levels, int) or self.levels < 2
+        ):
+            raise ValueError(f"decoder='discretized' needs levels=K (an int >= 2), got {self.levels!r}")
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {', '.join(PREDICTIONS)}, got {self.prediction!r}")
+
+    @property
+    def variance_name(self) -> str:
+        return "custom (callable)" if callable(self.variance) else self.variance
+
+    def describe(self) -> str:
+        """One line naming the model: variance convention, decoder, levels, prediction (and x̂_0 clipping)."""
+        dec = f"discretized decoder on {self.levels} levels" if self.decoder == "discretized" else "Gaussian decoder"
+        return f"{self.variance_name} variance, {dec}, {self.prediction} prediction"
+
+    def to_dict(self) -> dict:
+        """JSON-ready fields (a callable variance is written as "custom (callable)" and cannot be read back)."""
+        return {
+            "variance": self.variance_name,
+            "decoder": self.decoder,
+            "levels": self.levels,
+            "prediction": self.prediction,
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelSpec:
+        """The inverse of :meth:`to_dict` (unknown keys are an error)."""
+        names = {f for f in cls.__dataclass_fields__}
+        extra = set(d) - names
+        if extra:
+            raise ValueError(f"unknown model-spec fields: {', '.join(sorted(extra))}")
+        return cls(**d)
+
+    @classmethod
+    def from_ddpm_checkpoint(cls, ckpt: dict) -> ModelSpec:
+        """The spec of a project DDPM checkpoint (``elbo-lab train ddpm``): its training variance, the discretized
+        decoder on its data's levels; both output parameterizations ("eps", "categorical") hand the engine ε̂."""
+        return cls(
+            variance=ckpt["config"]["variance"],
+            decoder="discretized",
+            levels=int(ckpt["data"]["levels"]),
+            prediction="epsilon",
+            source="elbo-lab DDPM checkpoint",
+        )
+
+
+def _resolve_spec(model, variance, decoder, levels) -> ModelSpec:
+    """The spec from ``model=`` or from the individual keywords (defaults "posterior", "discretized"), not both."""
+    if model is not None:
+        if not isinstance(model, ModelSpec):
+            raise ValueError(f"model must be a ModelSpec, got {type(model).__name__}")
+        if variance is not None or decoder is not None or levels is not None:
+            raise ValueError("give either model=ModelSpec(...) or variance/decoder/levels, not both")
+        return model
+    return ModelSpec(
+        variance="posterior" if variance is None else variance, decoder=decoder or "discretized", levels=levels
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Noise keyed by (image, step, draw)
+# ---------------------------------------------------------------------------------------------------------------
+
+_GOLDEN = 0x9E3779B97F4A7C15
+_M64 = (1 << 64) - 1
+# streams: independent noise for each use, so estimators never share random numbers by accident
+STREAM_FULL, STREAM_SAMPLED, STREAM_DECODER, STREAM_STEPS, STREAM_PILOT = 1, 2, 3, 4, 5
+
+
+def _splitmix(z: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser (Steele, Lea & Flood 2014) on uint64 arrays: a bijective 64-bit mixer."""
+    z = z ^ (z >> np.uint64(30))
+    z = z * np.uint64(0xBF58476D1CE4E5B9)
+    z = z ^ (z >> np.uint64(27))
+    z = z * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def noise_seeds(seed: int, stream: int, image_ids, steps, draws) -> np.ndarray:
+    """64-bit seeds, one per row, as a pure function of (seed, stream, image id, code index k, draw): (B,) uint64.
+
+    This is what makes a result for an image independent of the batch it was evaluated in, of the chunk size,
+    of the other images in the run and of the process (rank) that evaluated it: the ε used for image i at step k
+    (draw j) depends on those numbers only.  Each part is folded in with splitmix64 (h ← mix(h ⊕ (part + φ))).
+    """
+    parts = [np.asarray(p, dtype=np.int64).astype(np.uint64) for p in (image_ids, steps, draws)]
+    b = np.broadcast_shapes(*(p.shape for p in parts))
+    with np.errstate(over="ignore"):
+        h = _splitmix(np.full(b, (int(seed) & _M64) ^ _GOLDEN, dtype=np.uint64))
+        h = _splitmix(h ^ np.uint64((int(stream) + _GOLDEN) & _M64))
+        for p in parts:
+            h = _splitmix(h ^ (np.broadcast_to(p, b) + np.uint64(_GOLDEN)))
+    return h
+
+
+def keyed_noise(seed: int, stream: int, image_ids, steps, draws, shape, device=None) -> torch.Tensor:
+    """Standard normal ε, (B, *shape) float64: row b drawn from a CPU generator seeded with
+    :func:`noise_seeds` (seed, stream, image_ids[b], steps[b], draws[b]) -- the same numbers on any device, in any
+    batch, on any rank.  Cost: a generator re-seed per row (~6 µs at D = 64, ~70 µs at D = 3072 on one core)."""
+    seeds = noise_seeds(seed, stream, image_ids, steps, draws)
+    out = torch.empty((len(seeds), *shape), dtype=torch.float64)
+    g = torch.Generator()
+    for b, s in enumerate(seeds.tolist()):
+        g.manual_seed(s)
+        torch.randn(tuple(shape), generator=g, dtype=torch.float64, out=out[b])
+    return out if device is None else out.to(device)
+
+
+def _seed(generator) -> int:
+    """An int seed: as given, 0 for None, or drawn once from a torch.Generator (so old callers keep working)."""
+    if generator is None:
+        return 0
+    if isinstance(generator, torch.Generator):
+        return int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
+    if isinstance(generator, bool) or not isinstance(generator, (int, np.integer)):
+        raise ValueError(f"generator must be a torch.Generator, an int seed or None, got {type(generator).__name__}")
+    return int(generator)
+
+
+def _image_ids(image_ids, N: int) -> np.ndarray:
+    if image_ids is None:
+        return np.arange(N, dtype=np.int64)
+    ids = np.asarray(torch.as_tensor(image_ids).cpu(), dtype=np.int64).reshape(-1)
+    if ids.shape[0] != N:
+        raise ValueError(f"shape mismatch: {ids.shape[0]} image_ids for {N} images")
+    if ids.min(initial=0) < 0 or len(np.unique(ids)) != N:
+        raise ValueError("image_ids must be distinct non-negative ints (the images' indices in the dataset)")
+    return ids
 
 
 @dataclass
@@ -101,6 +273,8 @@ class BoundResult:
     num_samples: int | None = None  # steps per image (sampled estimators)
     n_pilot_evals: int = 0
     proposal: torch.Tensor | None = field(default=None, repr=False)  # (T,) importance proposal
+    model: ModelSpec | None = None  # the model being bounded (the spec the number belongs to)
+    seed: int | None = None  # the int seed all noise and step choices were keyed by
 
     @property
     def N(self) -> int:
@@ -185,8 +359,9 @@ def bound_term(
     k: torch.Tensor,
     noise: torch.Tensor,
     *,
-    variance="posterior",
-    decoder: str = "discretized",
+    model: ModelSpec | None = None,
+    variance=None,
+    decoder: str | None = None,
     levels: int | None = None,
     form: str = "kl",
     model_dtype=None,
@@ -196,9 +371,13 @@ def bound_term(
     Row b: x_t = √ᾱ_t x0[b] + √(1−ᾱ_t) noise[b] at code index k[b] (paper step t = k + 1), one network
     evaluation, then L_{k} (t ≥ 2, the KL in ``form`` "kl" or "eps") or L_0 (k = 0, the decoder).  Differentiable
     (reused by training losses).  Inputs are not re-validated here beyond shapes, timesteps and the model output
-    (:func:`variational_bound` validates the data).  ``variance``: "posterior" | "beta" | "learned" (model returns
-    (ε̂, v), σ² = :func:`elbo_lab.diffusion.reverse_variance_from_v`) | callable k ↦ σ_t² (B,).
+    (:func:`variational_bound` validates the data).  The model being bounded: ``model`` (a :class:`ModelSpec`),
+    or the keywords ``variance`` ("posterior" | "beta" | "learned" (model returns (ε̂, v), σ² =
+    :func:`elbo_lab.diffusion.reverse_variance_from_v`) | callable k ↦ σ_t² (B,); default "posterior"),
+    ``decoder`` (default "discretized") and ``levels``.
     """
+    spec = _resolve_spec(model, variance, decoder, levels)
+    variance, decoder, levels = spec.variance, spec.decoder, spec.levels
     s = schedule
     x0 = x0.to(torch.float64)
     k = D.timesteps(s, k, x0.shape[0])
@@ -206,7 +385,8 @@ def bound_term(
         k = k.expand(x0.shape[0])
     noise = noise.to(torch.float64)
     xt = D.q_sample(s, x0, k, noise)  # (B, ...)
-    eps_hat, v = _call_model(eps_model, xt, k, model_dtype or x0.dtype)
+    out_hat, v = _call_model(eps_model, xt, k, model_dtype or x0.dtype)
+    eps_hat = _to_eps(s, xt, k, out_hat, spec.prediction)
     sigma2 = _reverse_variance(s, k, variance, v, xt)  # broadcastable to (B, ...)
     first = k == 0  # (B,) rows whose term is the decoder L_0
 
@@ -235,6 +415,20 @@ def bound_term(
         l0 = _decoder_nll(x0[idx], mu0, sigma2[idx], decoder, levels)
         out = out.index_put((idx,), l0)
     return out
+
+
+def _to_eps(s: NoiseSchedule, xt: torch.Tensor, k: torch.Tensor, out: torch.Tensor, prediction: str) -> torch.Tensor:
+    """ε̂ from the network output: as is ("epsilon"); from x̂_0 by :func:`elbo_lab.diffusion.predict_eps`
+    ("sample"); from v̂ = √ᾱ_t ε − √(1−ᾱ_t) x_0 as ε̂ = √ᾱ_t v̂ + √(1−ᾱ_t) x_t ("v": substitute x_0 =
+    (x_t − √(1−ᾱ_t) ε)/√ᾱ_t into v and use ᾱ_t + (1−ᾱ_t) = 1).  Test: tests/test_bound.py
+    (``test_prediction_types_bound_the_same_model``)."""
+    if prediction == "epsilon":
+        return out
+    if prediction == "sample":
+        return D.predict_eps(s, xt, k, out)
+    a = s.alpha_bars[k].sqrt().reshape(k.shape + (1,) * (xt.ndim - 1))
+    sd = s.one_minus_alpha_bars[k].sqrt().reshape(k.shape + (1,) * (xt.ndim - 1))
+    return a * out + sd * xt
 
 
 def _rows(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -307,38 +501,73 @@ def _validate_data(x0: torch.Tensor, decoder: str, levels: int | None) -> None:
         raise ValueError(f"decoder must be 'discretized' or 'gaussian', got {decoder!r}")
 
 
-def _evaluate_pairs(eps_model, schedule, x0, pairs, P: int, gen, chunk_size, kw) -> torch.Tensor:
-    """L_k for the P (image, step) pairs given by ``pairs(start, stop) -> (n, k)``, evaluated ``chunk_size``
-    pairs at a time with fresh ε (so no (P, ...) tensor is ever built), (P,) float64."""
+class _Progress:
+    """A tqdm bar over network evaluations on stderr (only if ``enabled`` and stderr is a terminal), else nothing."""
+
+    def __init__(self, enabled: bool, total: int, desc: str):
+        self.bar = None
+        if enabled and total > 0:
+            import sys
+
+            from tqdm import tqdm
+
+            if sys.stderr.isatty():
+                self.bar = tqdm(total=total, desc=desc, unit="eval", unit_scale=True, file=sys.stderr, leave=False)
+
+    def update(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _evaluate(eps_model, schedule, x0, rows, ids, ks, draws, seed, stream, chunk_size, kw, progress=None):
+    """L_k for P (row, step, draw) triples, ``chunk_size`` at a time (no (P, ...) tensor is ever built), (P,)
+    float64.  ``rows`` index x0; the ε of triple p is :func:`keyed_noise` (seed, stream, ids[rows[p]], ks[p],
+    draws[p]): it does not depend on the chunking, the batch or the other images."""
+    rows, ks, draws = (torch.as_tensor(v, dtype=torch.long).reshape(-1) for v in (rows, ks, draws))
+    P = rows.shape[0]
     out = torch.empty(P, dtype=torch.float64, device=x0.device)
-    shape = x0.shape[1:]
+    shape = tuple(x0.shape[1:])
     for start in range(0, P, chunk_size):
-        stop = min(start + chunk_size, P)
-        n, k = pairs(start, stop)
-        noise = torch.randn((stop - start, *shape), generator=gen, dtype=torch.float64, device=gen.device)
-        out[start:stop] = bound_term(eps_model, schedule, x0[n], k, noise.to(x0.device), **kw)
+        sl = slice(start, min(start + chunk_size, P))
+        r, k = rows[sl], ks[sl]
+        noise = keyed_noise(seed, stream, ids[r.numpy()], k.numpy(), draws[sl].numpy(), shape, x0.device)
+        out[sl] = bound_term(eps_model, schedule, x0[r.to(x0.device)], k.to(x0.device), noise, **kw)
+        if progress is not None:
+            progress.update(sl.stop - sl.start)
     return out
 
 
-def _sample_steps(estimator, lo, T, N, M, proposal, gen, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(k, weight) each (N, M): code indices drawn from {lo..T−1} and the factor that turns L_k into an unbiased
-    one-draw estimate of Σ_{k=lo}^{T−1} L_k."""
-    n_steps = T - lo
+def _image_generator(seed: int, image_id: int) -> torch.Generator:
+    """The CPU generator that draws the steps of one image: keyed by (seed, image), like the noise."""
+    return torch.Generator().manual_seed(int(noise_seeds(seed, STREAM_STEPS, image_id, 0, 0)))
+
+
+def _sample_steps(estimator, lo, T, ids, M, proposal, seed) -> tuple[torch.Tensor, torch.Tensor]:
+    """(k, weight) each (N, M) on the CPU: code indices drawn from {lo..T−1} for each image (from the image's own
+    keyed generator) and the factor that turns L_k into an unbiased one-draw estimate of Σ_{k=lo}^{T−1} L_k."""
+    n_steps, N = T - lo, len(ids)
+    k = torch.empty((N, M), dtype=torch.long)
     if estimator == "uniform":
-        k = lo + torch.randint(0, n_steps, (N, M), generator=gen, device=gen.device)
-        return k.to(device), torch.full((N, M), float(n_steps), dtype=torch.float64, device=device)
+        for i, image in enumerate(ids.tolist()):
+            k[i] = lo + torch.randint(0, n_steps, (M,), generator=_image_generator(seed, image))
+        return k, torch.full((N, M), float(n_steps), dtype=torch.float64)
     if estimator == "importance":  # proposal (T,) with proposal[:lo] = 0
-        k = torch.multinomial(proposal.to(gen.device), N * M, replacement=True, generator=gen).reshape(N, M)
-        k = k.to(device)
-        return k, 1.0 / proposal.to(device)[k]
+        p = proposal.cpu()
+        for i, image in enumerate(ids.tolist()):
+            k[i] = torch.multinomial(p, M, replacement=True, generator=_image_generator(seed, image))
+        return k, 1.0 / p[k]
     # stratified: S = M/2 strata [e_s, e_{s+1}) of {lo..T−1}, two draws in each; columns 2s and 2s+1 = stratum s
     S = M // 2
     edges = lo + torch.linspace(0, n_steps, S + 1, dtype=torch.float64).round().long()  # (S+1,)
     sizes = (edges[1:] - edges[:-1]).repeat_interleave(2)  # (M,)
     lows = edges[:-1].repeat_interleave(2)
-    u = torch.rand((N, M), generator=gen, dtype=torch.float64, device=gen.device).cpu()
+    u = torch.stack([torch.rand(M, generator=_image_generator(seed, i), dtype=torch.float64) for i in ids.tolist()])
     k = lows + torch.clamp((u * sizes).long(), max=sizes - 1)
-    return k.to(device), sizes.to(torch.float64).expand(N, M).to(device)
+    return k, sizes.to(torch.float64).expand(N, M).clone()
 
 
 def _combine(estimator, values, weights) -> tuple[torch.Tensor, torch.Tensor]:
@@ -383,34 +612,50 @@ def estimate_proposal(
     grid: int | None = 64,
     mix: float = 0.05,
     generator=None,
-    variance="posterior",
-    decoder: str = "discretized",
+    model: ModelSpec | None = None,
+    variance=None,
+    decoder: str | None = None,
     levels: int | None = None,
     form: str = "kl",
     model_dtype=None,
     chunk_size: int = DEFAULT_CHUNK,
+    image_ids=None,
 ) -> torch.Tensor:
     """Importance proposal p_k ∝ √(mean over pilot images of L_k²) (the loss-aware sampler of Nichol & Dhariwal
     2021, used here for evaluation), mixed with the uniform law: p = (1 − mix)·p_pilot + mix/T, (T,) float64
     summing to 1, index k = t − 1.  The pilot evaluates one-sample L_k on the steps of :func:`pilot_steps`
     (``grid``; all T if None) for every pilot image -- N_pilot·len(steps) network evaluations -- and interpolates
-    √E[L_k²] linearly in k in between.  ``mix`` > 0 keeps every weight 1/(T p_k) ≤ 1/mix.
+    √E[L_k²] linearly in k in between.  ``mix`` > 0 keeps every weight 1/(T p_k) ≤ 1/mix.  The pilot's noise is
+    keyed by (``generator`` seed, pilot image id (``image_ids``, default 0..P−1), step), so every process that runs
+    the same pilot images gets the same proposal.
     """
     if not 0 < mix <= 1:
         raise ValueError(f"mix must lie in (0, 1], got {mix!r}")
-    _validate_data(x0_pilot, decoder, levels)
+    spec = _resolve_spec(model, variance, decoder, levels)
+    _validate_data(x0_pilot, spec.decoder, spec.levels)
     s = schedule.to(x0_pilot.device)
-    gen = _generator(generator, x0_pilot.device)
-    steps = pilot_steps(s.T, grid).to(x0_pilot.device)  # (G,)
+    seed = _seed(generator)
+    steps = pilot_steps(s.T, grid)  # (G,)
     P, G = x0_pilot.shape[0], steps.shape[0]
-    n, k = torch.arange(P, device=x0_pilot.device).repeat_interleave(G), steps.repeat(P)
-    kw = dict(variance=variance, decoder=decoder, levels=levels, form=form, model_dtype=model_dtype or x0_pilot.dtype)
+    ids = _image_ids(image_ids, P)
+    rows, k = torch.arange(P).repeat_interleave(G), steps.repeat(P)
+    kw = dict(model=spec, form=form, model_dtype=model_dtype or x0_pilot.dtype)
     with torch.no_grad():
-        values = _evaluate_pairs(
-            eps_model, s, x0_pilot.to(torch.float64), lambda a, b: (n[a:b], k[a:b]), P * G, gen, chunk_size, kw
+        values = _evaluate(
+            eps_model,
+            s,
+            x0_pilot.to(torch.float64),
+            rows,
+            ids,
+            k,
+            torch.zeros_like(k),
+            seed,
+            STREAM_PILOT,
+            chunk_size,
+            kw,
         ).reshape(P, G)
     rms = values.pow(2).mean(0).sqrt().cpu().numpy()  # (G,)
-    rms = torch.from_numpy(np.interp(np.arange(s.T), steps.cpu().numpy(), rms)).to(x0_pilot.device)  # (T,)
+    rms = torch.from_numpy(np.interp(np.arange(s.T), steps.numpy(), rms)).to(x0_pilot.device)  # (T,)
     q = rms / rms.sum() if float(rms.sum()) > 0 else torch.full_like(rms, 1.0 / s.T)
     return (1.0 - mix) * q + mix / s.T
 
@@ -421,9 +666,10 @@ def variational_bound(
     schedule: NoiseSchedule,
     x0: torch.Tensor,
     *,
+    model: ModelSpec | None = None,
     estimator: Estimator = "full",
-    variance="posterior",
-    decoder: str = "discretized",
+    variance=None,
+    decoder: str | None = None,
     levels: int | None = None,
     generator=None,
     num_samples: int | None = None,
@@ -435,45 +681,61 @@ def variational_bound(
     model_dtype=None,
     exact_decoder: bool = True,
     bits_per_dim: bool = False,
+    image_ids=None,
+    progress: bool = False,
 ) -> BoundResult:
     """The variational bound (NLL bound, nats, ≥ −log p_θ(x_0)) of ``eps_model`` for each image of ``x0``.
 
-    ``eps_model(x_t, k) -> ε̂`` (or (ε̂, v)) with x_t (B, *shape) in ``model_dtype`` (default: x0's dtype) and
-    k (B,) long code index (k = 0..T−1 ↔ paper step t = k + 1).  x0 (N, *shape) in [−1, 1] on K = ``levels``
-    levels for ``decoder="discretized"``; any finite values for ``decoder="gaussian"``.
-    ``estimator``: "full" | "uniform" | "stratified" | "importance" (see the module docstring); ``num_samples``
-    steps per image for the sampled ones (default 32; ≥ 2; even for stratified).  ``exact_decoder`` (default):
-    sampled estimators evaluate L_0 at every image (two extra evaluations each) and sample only k ≥ 1; False:
-    sample all k = 0..T−1.  ``proposal`` (T,) for "importance" (entries k < 1 ignored with ``exact_decoder``),
-    else estimated from the first ``pilot_images`` images on ``pilot_grid`` steps (:func:`estimate_proposal`;
-    counted in ``n_evals``).
-    ``generator``: torch.Generator, int seed, or None (seed 0).  Bookkeeping is float64.
-    Bad input raises ValueError naming the problem.  Test: tests/test_bound.py.
+    ``eps_model(x_t, k) -> output`` (or (output, v)) with x_t (B, *shape) in ``model_dtype`` (default: x0's
+    dtype) and k (B,) long code index (k = 0..T−1 ↔ paper step t = k + 1); the output is ε̂, x̂_0 or v̂ as the
+    spec's ``prediction`` says.  x0 (N, *shape) in [−1, 1] on K = ``levels`` levels for the discretized decoder;
+    any finite values for ``decoder="gaussian"``.
+
+    The model being bounded: ``model`` (a :class:`ModelSpec`), or -- for existing callers -- the keywords
+    ``variance`` (default "posterior"), ``decoder`` (default "discretized") and ``levels``; not both.
+    The estimator's knobs: ``estimator``: "full" | "uniform" | "stratified" | "importance" (see the module
+    docstring); ``num_samples`` steps per image for the sampled ones (default 32; ≥ 2; even for stratified).
+    ``exact_decoder`` (default): sampled estimators evaluate L_0 at every image (two extra evaluations each) and
+    sample only k ≥ 1; False: sample all k = 0..T−1.  ``proposal`` (T,) for "importance" (entries k < 1 ignored
+    with ``exact_decoder``), else estimated from the first ``pilot_images`` images on ``pilot_grid`` steps
+    (:func:`estimate_proposal`; counted in ``n_evals``).
+
+    Randomness: ``generator`` is an int seed (None: 0; a torch.Generator: one seed drawn from it).  Every ε and
+    every step choice is keyed by (seed, image id, step, draw) -- ``image_ids`` (N,) are the images' indices in
+    the dataset (default 0..N−1) -- so an image's result does not depend on the chunk size, on the other images
+    in ``x0`` or on which process evaluated it (shard a dataset by passing each shard its ids; pass the same
+    ``proposal`` to every shard).  ``progress``: a tqdm bar with ETA on stderr when it is a terminal.
+    Bookkeeping is float64.  Bad input raises ValueError naming the problem.  Test: tests/test_bound.py.
     """
-    _validate_data(x0, decoder, levels)
+    spec = _resolve_spec(model, variance, decoder, levels)
+    _validate_data(x0, spec.decoder, spec.levels)
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     if form not in ("kl", "eps"):
         raise ValueError(f"form must be 'kl' or 'eps', got {form!r}")
-    if not (callable(variance) or variance in ("posterior", "beta", "learned")):
-        raise ValueError(f"variance must be 'posterior', 'beta', 'learned' or a callable, got {variance!r}")
+    if form == "eps" and (callable(spec.variance) or spec.variance == "learned"):
+        raise ValueError("form='eps' needs a fixed variance ('posterior' or 'beta')")
     schedule = schedule.to(x0.device)
-    gen = _generator(generator, x0.device)
+    seed = _seed(generator)
     N, T, dim = x0.shape[0], schedule.T, x0[0].numel()
+    ids = _image_ids(image_ids, N)
     model_dtype = model_dtype or x0.dtype
     x64 = x0.to(torch.float64)
-    kw = dict(variance=variance, decoder=decoder, levels=levels, form=form, model_dtype=model_dtype)
+    kw = dict(model=spec, form=form, model_dtype=model_dtype)
     prior = prior_term(schedule, x64)
+    common = dict(model=spec, seed=seed)
 
     if estimator == "full":
-
-        def pairs(start: int, stop: int):  # image-major: pair i is (image i // T, step i % T)
-            i = torch.arange(start, stop, device=x0.device)
-            return i // T, i % T
-
-        terms = _evaluate_pairs(eps_model, schedule, x64, pairs, N * T, gen, chunk_size, kw).reshape(N, T)
+        rows, ks = torch.arange(N).repeat_interleave(T), torch.arange(T).repeat(N)  # image-major (image, step)
+        bar = _Progress(progress, N * T, "bound (full)")
+        try:
+            terms = _evaluate(
+                eps_model, schedule, x64, rows, ids, ks, torch.zeros_like(ks), seed, STREAM_FULL, chunk_size, kw, bar
+            ).reshape(N, T)
+        finally:
+            bar.close()
         total = prior + terms.sum(1)
-        result = BoundResult(total, prior, terms[:, 0].clone(), terms, torch.zeros_like(total), N * T, dim)
+        result = BoundResult(total, prior, terms[:, 0].clone(), terms, torch.zeros_like(total), N * T, dim, **common)
         return result.bits_per_dim() if bits_per_dim else result
 
     if estimator not in ("uniform", "stratified", "importance"):
@@ -492,33 +754,56 @@ def variational_bound(
     n_pilot = 0
     if estimator == "importance":
         if proposal is None:
-            pilot = x0[: max(1, min(pilot_images, N))]
+            n_p = max(1, min(pilot_images, N))
             proposal = estimate_proposal(
-                eps_model, schedule, pilot, grid=pilot_grid, generator=gen, chunk_size=chunk_size, **kw
+                eps_model,
+                schedule,
+                x0[:n_p],
+                grid=pilot_grid,
+                generator=seed,
+                chunk_size=chunk_size,
+                image_ids=ids[:n_p],
+                **kw,
             )
-            n_pilot = pilot.shape[0] * len(pilot_steps(T, pilot_grid))
+            n_pilot = n_p * len(pilot_steps(T, pilot_grid))
         proposal = _check_proposal(proposal, T, lo).to(x0.device)
 
-    k, weights = _sample_steps(estimator, lo, T, N, M, proposal, gen, x0.device)  # (N, M) each
-    n, k_flat = torch.arange(N, device=x0.device).repeat_interleave(M), k.flatten()
-    values = _evaluate_pairs(
-        eps_model, schedule, x64, lambda a, b: (n[a:b], k_flat[a:b]), N * M, gen, chunk_size, kw
-    ).reshape(N, M)
+    n_dec = 2 * N if exact_decoder else 0
+    bar = _Progress(progress, N * M + n_dec, f"bound ({estimator}, M = {M})")
+    try:
+        k, weights = _sample_steps(estimator, lo, T, ids, M, proposal, seed)  # (N, M) each, CPU
+        rows, draws = torch.arange(N).repeat_interleave(M), torch.arange(M).repeat(N)
+        values = _evaluate(
+            eps_model, schedule, x64, rows, ids, k.flatten(), draws, seed, STREAM_SAMPLED, chunk_size, kw, bar
+        ).reshape(N, M)
+        if exact_decoder:  # L_0 at every image: a stratum of size 1 with two ε draws (for an unbiased variance)
+            rows2, zeros = torch.arange(N).repeat_interleave(2), torch.zeros(2 * N, dtype=torch.long)
+            dec = _evaluate(
+                eps_model,
+                schedule,
+                x64,
+                rows2,
+                ids,
+                zeros,
+                torch.arange(2).repeat(N),
+                seed,
+                STREAM_DECODER,
+                chunk_size,
+                kw,
+                bar,
+            ).reshape(N, 2)
+    finally:
+        bar.close()
+    k, weights = k.to(x0.device), weights.to(x0.device)
     estimate, stderr = _combine(estimator, values, weights)
     sums = torch.zeros(N, T, dtype=torch.float64, device=x0.device).scatter_add_(1, k, values)
     counts = torch.zeros(N, T, dtype=torch.float64, device=x0.device).scatter_add_(1, k, torch.ones_like(values))
     terms = torch.where(counts > 0, sums / counts.clamp(min=1), torch.full_like(sums, float("nan")))
-    n_evals = N * M + n_pilot
-    if exact_decoder:  # L_0 at every image: a stratum of size 1 with two ε draws (for an unbiased variance)
-        img = torch.arange(N, device=x0.device).repeat_interleave(2)
-        zeros = torch.zeros(2 * N, dtype=torch.long, device=x0.device)
-        dec = _evaluate_pairs(
-            eps_model, schedule, x64, lambda a, b: (img[a:b], zeros[a:b]), 2 * N, gen, chunk_size, kw
-        ).reshape(N, 2)
+    n_evals = N * M + n_pilot + n_dec
+    if exact_decoder:
         terms[:, 0] = dec.mean(1)
         estimate = estimate + dec.mean(1)
         stderr = (stderr.pow(2) + (dec[:, 0] - dec[:, 1]).pow(2) / 4).sqrt()
-        n_evals += 2 * N
     result = BoundResult(
         prior + estimate,
         prior,
@@ -531,6 +816,7 @@ def variational_bound(
         num_samples=M,
         n_pilot_evals=n_pilot,
         proposal=proposal if estimator == "importance" else None,
+        **common,
     )
     return result.bits_per_dim() if bits_per_dim else result
 
@@ -568,8 +854,9 @@ def trajectory_bound(
     schedule: NoiseSchedule,
     x0: torch.Tensor,
     *,
-    variance="posterior",
-    decoder: str = "discretized",
+    model: ModelSpec | None = None,
+    variance=None,
+    decoder: str | None = None,
     levels: int | None = None,
     generator=None,
     model_dtype=None,
@@ -583,6 +870,8 @@ def trajectory_bound(
     for t = T..2; p_θ uses the same reverse variance and decoder as the other routes.  T network evaluations
     per row.  Test: tests/test_bound.py, tests/test_ddpm.py (within 4 standard errors of the full estimator).
     """
+    spec = _resolve_spec(model, variance, decoder, levels)
+    variance, decoder, levels = spec.variance, spec.decoder, spec.levels
     _validate_data(x0, decoder, levels)
     s = schedule.to(x0.device)
     gen = _generator(generator, x0.device)
@@ -601,8 +890,8 @@ def trajectory_bound(
     log_p = normal_log_prob(x, torch.zeros_like(x), torch.ones_like(x)).flatten(1).sum(1)
     for k in range(s.T - 1, -1, -1):
         kk = torch.full((N,), k, dtype=torch.long, device=x0.device)
-        eps_hat, v = _call_model(eps_model, x, kk, model_dtype)
-        mu = D.reverse_mean(s, x, kk, eps_hat)
+        out_hat, v = _call_model(eps_model, x, kk, model_dtype)
+        mu = D.reverse_mean(s, x, kk, _to_eps(s, x, kk, out_hat, spec.prediction))
         sigma2 = _reverse_variance(s, kk, variance, v, x)
         if k == 0:
             return log_q - (log_p - _decoder_nll(x0, mu, sigma2, decoder, levels))

@@ -19,9 +19,12 @@ from scipy.stats import norm
 from elbo_lab import diffusion as D
 from elbo_lab.bound import (
     BoundResult,
+    ModelSpec,
     bound_term,
     estimate_proposal,
+    keyed_noise,
     l_simple,
+    noise_seeds,
     pilot_steps,
     prior_term,
     trajectory_bound,
@@ -383,6 +386,98 @@ def test_discretized_decoder_stable_at_tiny_variance():
     logp = discretized_gaussian_log_likelihood(x, torch.tensor([0.01, 0.01, -1.2, 1.3], dtype=F64), 1e-30, LEVELS)
     assert logp[0].item() == 0.0 and logp[2].item() == 0.0 and logp[3].item() == 0.0
     assert logp[1].item() < -1e20 and not math.isnan(logp[1].item())
+
+
+# -- the model being bounded (ModelSpec) ---------------------------------------------------------------------------
+
+
+def test_model_spec_equals_keywords_and_travels_with_the_result(model, schedule, x0):
+    spec = ModelSpec(variance="beta", decoder="discretized", levels=LEVELS)
+    a = variational_bound(model, schedule, x0, model=spec, generator=3)
+    b = variational_bound(model, schedule, x0, variance="beta", levels=LEVELS, generator=3)
+    assert torch.equal(a.total, b.total) and a.model == spec and b.model == spec
+    assert a.bits_per_dim().model == spec and a.seed == 3
+    assert ModelSpec.from_dict(spec.to_dict()) == spec
+    assert "beta variance" in spec.describe() and f"{LEVELS} levels" in spec.describe()
+    ckpt = {"config": {"variance": "posterior"}, "data": {"levels": 17}}
+    assert ModelSpec.from_ddpm_checkpoint(ckpt) == ModelSpec(
+        "posterior", "discretized", 17, "epsilon", "elbo-lab DDPM checkpoint"
+    )
+
+
+def test_model_spec_rejects_bad_fields_and_mixing(model, schedule, x0):
+    for kw, match in [
+        (dict(variance="small", levels=3), "variance"),
+        (dict(decoder="bernoulli"), "decoder"),
+        (dict(levels=1), "levels"),
+        (dict(levels=3, prediction="x0"), "prediction"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            ModelSpec(**kw)
+    with pytest.raises(ValueError, match="not both"):
+        variational_bound(model, schedule, x0, model=ModelSpec(levels=LEVELS), variance="beta")
+    with pytest.raises(ValueError, match="unknown model-spec fields"):
+        ModelSpec.from_dict({"variance": "beta", "levels": 3, "clip": True})
+
+
+def test_prediction_types_bound_the_same_model(model, schedule, x0):
+    """An x̂_0-model and a v-model built from the ε-model by the definitions x_t = √ᾱ x_0 + √(1−ᾱ) ε and
+    v = √ᾱ ε − √(1−ᾱ) x_0 (written here independently) are the same p_θ: the same bound, term by term."""
+    a, sd = schedule.alpha_bars.sqrt(), schedule.one_minus_alpha_bars.sqrt()
+
+    def x0_model(x, k):
+        return (x - sd[k, None] * model(x, k)) / a[k, None]
+
+    def v_model(x, k):
+        return a[k, None] * model(x, k) - sd[k, None] * x0_model(x, k)
+
+    ref = variational_bound(model, schedule, x0, model=ModelSpec(levels=LEVELS), generator=5)
+    for fn, pred in [(x0_model, "sample"), (v_model, "v")]:
+        r = variational_bound(fn, schedule, x0, model=ModelSpec(levels=LEVELS, prediction=pred), generator=5)
+        torch.testing.assert_close(r.terms, ref.terms, rtol=1e-9, atol=1e-10)
+        t = trajectory_bound(fn, schedule, x0, model=ModelSpec(levels=LEVELS, prediction=pred), generator=6)
+        torch.testing.assert_close(
+            t, trajectory_bound(model, schedule, x0, levels=LEVELS, generator=6), rtol=1e-9, atol=1e-9
+        )
+
+
+# -- noise keyed by (image, step, draw) ----------------------------------------------------------------------------
+
+
+def test_noise_seeds_are_a_function_of_the_key_only():
+    ids, ks, ds = np.meshgrid(np.arange(50), np.arange(40), np.arange(3), indexing="ij")
+    seeds = noise_seeds(7, 1, ids.ravel(), ks.ravel(), ds.ravel())
+    assert len(np.unique(seeds)) == seeds.size  # 6000 keys, 6000 distinct seeds
+    assert np.array_equal(seeds[:10], noise_seeds(7, 1, ids.ravel()[:10], ks.ravel()[:10], ds.ravel()[:10]))
+    assert not np.array_equal(seeds, noise_seeds(8, 1, ids.ravel(), ks.ravel(), ds.ravel()))
+    assert not np.array_equal(seeds, noise_seeds(7, 2, ids.ravel(), ks.ravel(), ds.ravel()))
+    e = keyed_noise(7, 1, [3, 4, 3], [5, 5, 5], [0, 0, 0], (DIM,))
+    assert torch.equal(e[0], e[2]) and not torch.equal(e[0], e[1])
+    big = keyed_noise(7, 1, np.arange(2000), np.zeros(2000), np.zeros(2000), (DIM,))
+    assert abs(big.mean().item()) < 4 / math.sqrt(big.numel()) and abs(big.var().item() - 1) < 0.05
+
+
+@pytest.mark.parametrize("estimator", ["full", "uniform", "stratified", "importance"])
+def test_result_per_image_does_not_depend_on_batch_or_shard(model, schedule, estimator):
+    """Noise keyed by (image id, step, draw): an image scored alone, in another order, in another shard or with
+    another chunk size gets bit-identical terms (what sharding ``bound`` across ranks relies on)."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.randint(0, LEVELS, (6, DIM), generator=g).to(F64) * 2 / (LEVELS - 1) - 1
+    kw = dict(estimator=estimator, levels=LEVELS, generator=13, num_samples=6, pilot_images=6)
+    if estimator == "importance":
+        kw["proposal"] = estimate_proposal(model, schedule, x, levels=LEVELS, generator=13)
+    whole = variational_bound(model, schedule, x, chunk_size=5, **kw)
+    perm = torch.tensor([4, 1, 5, 0])
+    shard = variational_bound(model, schedule, x[perm], image_ids=perm, chunk_size=3, **kw)
+    torch.testing.assert_close(shard.total, whole.total[perm], rtol=0, atol=0)
+    torch.testing.assert_close(shard.stderr, whole.stderr[perm], rtol=0, atol=0)
+    other = variational_bound(model, schedule, x[perm], chunk_size=3, **kw)  # ids 0..3: different noise
+    assert not torch.equal(other.total, whole.total[perm])
+
+
+def test_bad_image_ids_raise(schedule, x0):
+    _bad(schedule, x0, "image_ids", levels=LEVELS, image_ids=[0, 1])
+    _bad(schedule, x0, "distinct", levels=LEVELS, image_ids=[0, 1, 1])
 
 
 # -- bad input -----------------------------------------------------------------------------------------------------

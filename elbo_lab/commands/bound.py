@@ -88,7 +88,7 @@ def _term_stats(terms) -> tuple[list, list, list]:
 def main(args: argparse.Namespace) -> int:
     import torch
 
-    from ..bound import variational_bound
+    from ..bound import ModelSpec, variational_bound
     from ..data import load_data
     from ..ddpm.checkpoint import load_model, resolve_checkpoint
     from ..ddpm.model import device_description, resolve_device
@@ -120,15 +120,14 @@ def main(args: argparse.Namespace) -> int:
     x = x.to(device, torch.float64)
     est = args.estimator
     budget = args.budget + (args.budget % 2 if est == "stratified" else 0)
+    mspec = ckpt.get("model_spec") or ModelSpec.from_ddpm_checkpoint(ckpt)
     res = variational_bound(
         model,
         model.schedule,
         x,
+        model=mspec,
         estimator=est,
         num_samples=None if est == "full" else budget,
-        **cfg.get("bound_kwargs", {"variance": cfg["variance"]}),
-        decoder="discretized",
-        levels=info["levels"],
         generator=args.seed,
         model_dtype=torch.float64,
         bits_per_dim=True,
@@ -151,8 +150,9 @@ def main(args: argparse.Namespace) -> int:
     print(f"device: {dev}")
     print(
         f"data: {ds.name} {args.split} split, {res.N} images, D = {res.dim}, {info['levels']} levels; "
-        f"{cfg['variance']} variance, {cfg['param']} output, T = {T}"
+        f"{cfg['param']} output, T = {T}"
     )
+    print(f"model bounded: {mspec.describe()}")
     print(
         f"estimator: {est}"
         + ("" if est == "full" else f", {budget} steps per image")
@@ -193,6 +193,7 @@ def main(args: argparse.Namespace) -> int:
                 "dim": res.dim,
                 "levels": info["levels"],
                 "config": cfg,
+                "model": mspec.to_dict(),
                 "estimator": est,
                 "num_samples": res.num_samples,
                 "n_evals": res.n_evals,
@@ -217,6 +218,7 @@ def main(args: argparse.Namespace) -> int:
 
 def _diffusers_source(args: argparse.Namespace, device):
     """(path, ε-model, checkpoint-like description, dataset) for ``--diffusers DIR`` (elbo_lab.diffusers_io)."""
+    from ..bound import ModelSpec
     from ..data import load_data
     from ..diffusers_io import load_diffusers
 
@@ -235,7 +237,12 @@ def _diffusers_source(args: argparse.Namespace, device):
         "diffusers": dm.describe_dict(),
     }
     info = {"levels": ds.levels, "shape": list(ds.shape), "spec": args.data}
-    return dm.path, model, {"config": cfg, "data": info, "step": None, "device": None, "describe": dm.describe()}, ds
+    # the wrapper hands the engine ε̂ (prediction type and clip_sample applied inside it)
+    mspec = ModelSpec(
+        **{"decoder": "discretized", "levels": ds.levels, **dm.bound_kwargs()}, source=f"diffusers: {dm.describe()}"
+    )
+    desc = {"config": cfg, "data": info, "step": None, "device": None, "describe": dm.describe(), "model_spec": mspec}
+    return dm.path, model, desc, ds
 
 
 def _none(v: float):
