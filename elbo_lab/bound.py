@@ -20,6 +20,19 @@ Decoder (k = 0): ``"discretized"`` −log P(x_0) of K-level data under N(μ_θ(x
 ``"gaussian"`` −log N(x_0; μ_θ(x_1, 1), σ_1²) for continuous data (a density: can be negative).  σ_1² is
 :func:`elbo_lab.diffusion.reverse_variance` at k = 0 (β_1, or the clipped β̃_2 since β̃_1 = 0).
 
+The model being bounded is a :class:`ModelSpec` (variance convention, decoder, levels, prediction type, x̂_0
+clipping); :class:`BoundResult` carries it.  Conventions by name, and which model the number then bounds:
+
+- ``variance="fixed_large"`` is improved-diffusion's FIXED_LARGE (σ_t² = β_t, but σ_1² = β̃_2 at t = 1); the
+  project's ``"beta"`` uses β_1 at t = 1.  They bound two models that differ only in the decoder's variance
+  (L_0); every other term is identical.  ``"posterior"`` is FIXED_SMALL (β̃_t, σ_1² = β̃_2) in both.
+- ``clip_denoised=True`` is the reference's ``clip_denoised`` (``calc_bpd_loop``'s default): x̂_0 clipped to
+  [−1, 1] inside every reverse mean -- the bound of the clipped sampler's chain, not of the unclipped one.
+
+A number computed the reference's way (``calc_bpd_loop`` of a β-variance model):
+``elbo-lab bound CKPT --estimator full --variance fixed_large --clip-denoised`` (a FIXED_SMALL model: keep
+``--variance posterior``).
+
 Estimators of Σ_k L_k (L_T is always exact, no network):
 
 - ``full``: every step for every image (N·T network evaluations, batched over (image, step) pairs in chunks of
@@ -80,7 +93,7 @@ Estimator = Literal["full", "uniform", "stratified", "importance"]
 DEFAULT_CHUNK = 1024
 DEFAULT_SAMPLES = 32
 _LOG_2PI = math.log(2.0 * math.pi)
-VARIANCES = ("posterior", "beta", "learned")
+VARIANCES = ("posterior", "beta", "fixed_large", "learned")
 DECODERS = ("discretized", "gaussian")
 PREDICTIONS = ("epsilon", "sample", "v")
 
@@ -100,11 +113,19 @@ class ModelSpec:
     are *not* part of it: they change the estimate's noise, never its expectation.
 
     - ``variance``: σ_t² of p_θ(x_{t−1}|x_t) -- "posterior" (β̃_t, σ_1² = β̃_2; improved-diffusion FIXED_SMALL),
-      "beta" (β_t at every t, σ_1² = β_1), "learned" (the model returns (ε̂, v)), or a callable k ↦ σ_t².
+      "beta" (β_t at every t, σ_1² = β_1: this project's training convention and diffusers' fixed_large),
+      "fixed_large" (improved-diffusion FIXED_LARGE: β_t for t ≥ 2, σ_1² = β̃_2 -- published numbers of β-variance
+      models use it; it differs from "beta" only in the decoder L_0), "learned" (the model returns (ε̂, v);
+      improved-diffusion LEARNED_RANGE), or a callable k ↦ σ_t².  See :func:`elbo_lab.diffusion.reverse_variance`.
     - ``decoder``: p_θ(x_0|x_1) -- "discretized" (K-level data, bins of width 2/(K−1)) or "gaussian" (a density).
     - ``levels``: K for the discretized decoder (None for "gaussian").
     - ``prediction``: what the network outputs -- "epsilon" (ε̂), "sample" (x̂_0) or "v" (v̂ = √ᾱ_t ε − √(1−ᾱ_t)
       x_0, Salimans & Ho 2022); the engine turns it into ε̂ (:func:`_to_eps`).
+    - ``clip_denoised``: the reference's ``clip_denoised`` (improved-diffusion ``calc_bpd_loop`` default True):
+      x̂_0(x_t) is clipped to [−1, 1] before it forms the mean μ̃_t(x̂_0, x_t) of every reverse step and the
+      decoder mean at t = 1.  The number is then the NLL bound of *that* model -- the chain its clipped sampler
+      (``p_sample(clip_denoised=True)``) draws from; without clipping, of the unclipped chain.  Both are valid bounds
+      of different models.
     - ``source``: free text naming where the spec came from (e.g. "ddpm checkpoint"), for the report only.
     """
 
@@ -112,6 +133,7 @@ class ModelSpec:
     decoder: str = "discretized"
     levels: int | None = None
     prediction: str = "epsilon"
+    clip_denoised: bool = False
     source: str = ""
 
     def __post_init__(self):
@@ -125,6 +147,8 @@ class ModelSpec:
             raise ValueError(f"decoder='discretized' needs levels=K (an int >= 2), got {self.levels!r}")
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {', '.join(PREDICTIONS)}, got {self.prediction!r}")
+        if not isinstance(self.clip_denoised, bool):
+            raise ValueError(f"clip_denoised must be True or False, got {self.clip_denoised!r}")
 
     @property
     def variance_name(self) -> str:
@@ -133,7 +157,8 @@ class ModelSpec:
     def describe(self) -> str:
         """One line naming the model: variance convention, decoder, levels, prediction (and x̂_0 clipping)."""
         dec = f"discretized decoder on {self.levels} levels" if self.decoder == "discretized" else "Gaussian decoder"
-        return f"{self.variance_name} variance, {dec}, {self.prediction} prediction"
+        clip = "x̂_0 clipped to [-1, 1]" if self.clip_denoised else "x̂_0 not clipped"
+        return f"{self.variance_name} variance, {dec}, {self.prediction} prediction, {clip}"
 
     def to_dict(self) -> dict:
         """JSON-ready fields (a callable variance is written as "custom (callable)" and cannot be read back)."""
@@ -142,6 +167,7 @@ class ModelSpec:
             "decoder": self.decoder,
             "levels": self.levels,
             "prediction": self.prediction,
+            "clip_denoised": self.clip_denoised,
             "source": self.source,
         }
 
@@ -386,7 +412,7 @@ def bound_term(
     noise = noise.to(torch.float64)
     xt = D.q_sample(s, x0, k, noise)  # (B, ...)
     out_hat, v = _call_model(eps_model, xt, k, model_dtype or x0.dtype)
-    eps_hat = _to_eps(s, xt, k, out_hat, spec.prediction)
+    eps_hat = _to_eps(s, xt, k, out_hat, spec.prediction, spec.clip_denoised)
     sigma2 = _reverse_variance(s, k, variance, v, xt)  # broadcastable to (B, ...)
     first = k == 0  # (B,) rows whose term is the decoder L_0
 
@@ -397,7 +423,7 @@ def bound_term(
         out = normal_kl(mu_q, var_q, mu_p, sigma2).flatten(1).sum(1)
     elif form == "eps":
         if not isinstance(variance, str) or variance == "learned":
-            raise ValueError("form='eps' needs a fixed variance ('posterior' or 'beta')")
+            raise ValueError("form='eps' needs a fixed variance ('posterior', 'beta' or 'fixed_large')")
         dim = x0[0].numel()
         w = D.eps_weight(s, variance)[k]  # (B,)
         var_q = s.posterior_variance[k]
@@ -417,18 +443,29 @@ def bound_term(
     return out
 
 
-def _to_eps(s: NoiseSchedule, xt: torch.Tensor, k: torch.Tensor, out: torch.Tensor, prediction: str) -> torch.Tensor:
+def _to_eps(s: NoiseSchedule, xt, k, out, prediction: str, clip_denoised: bool = False) -> torch.Tensor:
     """ε̂ from the network output: as is ("epsilon"); from x̂_0 by :func:`elbo_lab.diffusion.predict_eps`
     ("sample"); from v̂ = √ᾱ_t ε − √(1−ᾱ_t) x_0 as ε̂ = √ᾱ_t v̂ + √(1−ᾱ_t) x_t ("v": substitute x_0 =
-    (x_t − √(1−ᾱ_t) ε)/√ᾱ_t into v and use ᾱ_t + (1−ᾱ_t) = 1).  Test: tests/test_bound.py
-    (``test_prediction_types_bound_the_same_model``)."""
+    (x_t − √(1−ᾱ_t) ε)/√ᾱ_t into v and use ᾱ_t + (1−ᾱ_t) = 1).
+
+    ``clip_denoised``: ε̂ is replaced by the ε implied by the clipped x̂_0, ε̂' = predict_eps(x_t, clip(x̂_0, −1, 1)).
+    The engine's mean μ_θ(x_t, ε̂') (E6 ``mean_eps``, i.e. ``mean`` at x_0 = ``x0_from_eps``(ε̂')) is then exactly
+    the reference's clipped mean μ̃_t(clip(x̂_0), x_t), at t = 1 the decoder mean clip(x̂_0); rows whose x̂_0 is
+    inside [−1, 1] keep their ε̂ bit for bit.  Tests: tests/test_bound.py (``test_prediction_types_...``,
+    ``test_clip_denoised_term_vs_sympy``)."""
     if prediction == "epsilon":
-        return out
-    if prediction == "sample":
-        return D.predict_eps(s, xt, k, out)
-    a = s.alpha_bars[k].sqrt().reshape(k.shape + (1,) * (xt.ndim - 1))
-    sd = s.one_minus_alpha_bars[k].sqrt().reshape(k.shape + (1,) * (xt.ndim - 1))
-    return a * out + sd * xt
+        eps = out
+    elif prediction == "sample":
+        eps = D.predict_eps(s, xt, k, out)
+    else:
+        a = s.alpha_bars[k].sqrt().reshape(k.shape + (1,) * (xt.ndim - 1))
+        sd = s.one_minus_alpha_bars[k].sqrt().reshape(k.shape + (1,) * (xt.ndim - 1))
+        eps = a * out + sd * xt
+    if clip_denoised:
+        x0 = out if prediction == "sample" else D.predict_x0(s, xt, k, eps)
+        inside = (x0 >= -1.0) & (x0 <= 1.0)
+        eps = torch.where(inside, eps, D.predict_eps(s, xt, k, x0.clamp(-1.0, 1.0)))
+    return eps
 
 
 def _rows(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -714,7 +751,7 @@ def variational_bound(
     if form not in ("kl", "eps"):
         raise ValueError(f"form must be 'kl' or 'eps', got {form!r}")
     if form == "eps" and (callable(spec.variance) or spec.variance == "learned"):
-        raise ValueError("form='eps' needs a fixed variance ('posterior' or 'beta')")
+        raise ValueError("form='eps' needs a fixed variance ('posterior', 'beta' or 'fixed_large')")
     schedule = schedule.to(x0.device)
     seed = _seed(generator)
     N, T, dim = x0.shape[0], schedule.T, x0[0].numel()
@@ -891,7 +928,7 @@ def trajectory_bound(
     for k in range(s.T - 1, -1, -1):
         kk = torch.full((N,), k, dtype=torch.long, device=x0.device)
         out_hat, v = _call_model(eps_model, x, kk, model_dtype)
-        mu = D.reverse_mean(s, x, kk, _to_eps(s, x, kk, out_hat, spec.prediction))
+        mu = D.reverse_mean(s, x, kk, _to_eps(s, x, kk, out_hat, spec.prediction, spec.clip_denoised))
         sigma2 = _reverse_variance(s, kk, variance, v, x)
         if k == 0:
             return log_q - (log_p - _decoder_nll(x0, mu, sigma2, decoder, levels))

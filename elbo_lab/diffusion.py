@@ -38,7 +38,7 @@ __all__ = [
     "timesteps",
 ]
 
-Variance = Literal["posterior", "beta"]
+Variance = Literal["posterior", "beta", "fixed_large"]
 
 
 def timesteps(schedule: NoiseSchedule, k, batch: int | None = None) -> torch.Tensor:
@@ -152,8 +152,10 @@ def reverse_mean(schedule: NoiseSchedule, xt: torch.Tensor, k, eps_hat: torch.Te
 
 
 def reverse_variance(schedule: NoiseSchedule, k=None, variance: Variance = "posterior") -> torch.Tensor:
-    """σ_t² of p_θ(x_{t−1}|x_t): β̃_t (``"posterior"``, DDPM's "fixed small") or β_t (``"beta"``, "fixed large"),
-    float64, shaped like ``k`` (all T steps if k is None); k = t − 1.
+    """σ_t² of p_θ(x_{t−1}|x_t): β̃_t (``"posterior"``, DDPM's "fixed small"), β_t (``"beta"``, also σ_1² = β_1)
+    or improved-diffusion's FIXED_LARGE (``"fixed_large"``: β_t for t ≥ 2 and σ_1² = β̃_2 -- the reference's
+    ``np.append(posterior_variance[1], betas[1:])``), float64, shaped like ``k`` (all T steps if k is None); k = t − 1.
+    "beta" and "fixed_large" differ only in σ_1², i.e. in the decoder L_0 (and its ε weight w_1).
 
     At k = 0 (t = 1) β̃_1 = 0, so ``"posterior"`` returns the clipped value β̃_2 (improved-diffusion's
     ``posterior_log_variance_clipped``): it is the variance of the decoder p_θ(x_0|x_1) in L_0 and the σ_1² in the
@@ -164,8 +166,10 @@ def reverse_variance(schedule: NoiseSchedule, k=None, variance: Variance = "post
         values = schedule.log_posterior_variance_clipped.exp()
     elif variance == "beta":
         values = schedule.betas
+    elif variance == "fixed_large":
+        values = torch.cat([schedule.log_posterior_variance_clipped[:1].exp(), schedule.betas[1:]])
     else:
-        raise ValueError(f"variance must be 'posterior' or 'beta', got {variance!r}")
+        raise ValueError(f"variance must be 'posterior', 'beta' or 'fixed_large', got {variance!r}")
     if k is None:
         return values
     return values[timesteps(schedule, k)]

@@ -14,6 +14,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy.special import log_ndtr
 from scipy.stats import norm
 
 from elbo_lab import diffusion as D
@@ -401,7 +402,7 @@ def test_model_spec_equals_keywords_and_travels_with_the_result(model, schedule,
     assert "beta variance" in spec.describe() and f"{LEVELS} levels" in spec.describe()
     ckpt = {"config": {"variance": "posterior"}, "data": {"levels": 17}}
     assert ModelSpec.from_ddpm_checkpoint(ckpt) == ModelSpec(
-        "posterior", "discretized", 17, "epsilon", "elbo-lab DDPM checkpoint"
+        variance="posterior", decoder="discretized", levels=17, source="elbo-lab DDPM checkpoint"
     )
 
 
@@ -439,6 +440,143 @@ def test_prediction_types_bound_the_same_model(model, schedule, x0):
         torch.testing.assert_close(
             t, trajectory_bound(model, schedule, x0, levels=LEVELS, generator=6), rtol=1e-9, atol=1e-9
         )
+
+
+# -- conventions by name: FIXED_LARGE and clip_denoised --------------------------------------------------------
+
+
+def test_fixed_large_is_the_reference_variance(model, schedule, x0):
+    """improved-diffusion FIXED_LARGE: σ_t² = β_t for t ≥ 2 and σ_1² = β̃_2 (E6 ``variance`` at t = 2, SymPy).
+    The named convention equals a callable built from that definition; it differs from "beta" only in L_0."""
+    b = schedule.betas
+    bt2 = reference("posterior", "variance", beta=b[1].item(), alpha_bar_prev=schedule.alpha_bars[0].item())
+    want = torch.cat([torch.tensor([float(bt2)], dtype=F64), b[1:]])
+    torch.testing.assert_close(D.reverse_variance(schedule, None, "fixed_large"), want, rtol=1e-12, atol=0)
+    kw = dict(levels=LEVELS, generator=9)
+    named = variational_bound(model, schedule, x0, variance="fixed_large", **kw)
+    by_def = variational_bound(model, schedule, x0, variance=lambda k: want[k], **kw)
+    beta = variational_bound(model, schedule, x0, variance="beta", **kw)
+    torch.testing.assert_close(named.terms, by_def.terms, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(named.terms[:, 1:], beta.terms[:, 1:], rtol=0, atol=0)
+    assert bool((named.terms[:, 0] != beta.terms[:, 0]).all())  # the decoder is where they differ
+    eps = variational_bound(model, schedule, x0, variance="fixed_large", form="eps", **kw)
+    torch.testing.assert_close(eps.terms, named.terms, rtol=1e-9, atol=1e-12)
+
+
+class FarEps(AffineEps):
+    """An affine ε-model whose x̂_0 leaves [−1, 1] often (so clipping matters)."""
+
+    def __init__(self, schedule):
+        super().__init__(schedule, delta=1.5, seed=3)
+
+
+def test_clip_denoised_term_vs_sympy(schedule, x0):
+    """The reference's clip_denoised, recomputed independently: x̂_0 from E6 ``x0_from_eps`` (SymPy), clipped with
+    numpy, the posterior mean E6 ``mean`` at the clipped x̂_0, the KL E8 ``kl``; at t = 1 the discretized decoder
+    with mean clip(x̂_0) from scipy's normal CDF."""
+    m = FarEps(schedule)
+    spec = ModelSpec(variance="fixed_large", levels=LEVELS, clip_denoised=True)
+    noise = torch.randn((3, DIM), generator=torch.Generator().manual_seed(2), dtype=F64)
+    for kk in (4, 12):
+        k = torch.full((3,), kk)
+        got = bound_term(m, schedule, x0, k, noise, model=spec)
+        xt = D.q_sample(schedule, x0, k, noise)
+        beta, abp = schedule.betas[kk].item(), schedule.alpha_bars_prev[kk].item()
+        x0_hat = reference(
+            "posterior", "x0_from_eps", xt=xt.numpy(), eps=m(xt, k).numpy(), beta=beta, alpha_bar_prev=abp
+        )
+        assert np.any(np.abs(x0_hat) > 1)  # the test has teeth: something is clipped
+        mu_p = reference("posterior", "mean", x0=np.clip(x0_hat, -1, 1), xt=xt.numpy(), beta=beta, alpha_bar_prev=abp)
+        mu_q = reference("posterior", "mean", x0=x0.numpy(), xt=xt.numpy(), beta=beta, alpha_bar_prev=abp)
+        var_q = reference("posterior", "variance", beta=beta, alpha_bar_prev=abp)
+        want = reference("mean_matching", "kl", mu_q=mu_q, var_q=var_q, mu_p=mu_p, var_p=beta).sum(1)
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-10)
+        unclipped = bound_term(m, schedule, x0, k, noise, model=ModelSpec(variance="fixed_large", levels=LEVELS))
+        assert not torch.allclose(got, unclipped)
+    # t = 1: decoder N(clip(x̂_0), σ_1² = β̃_2) discretized on the K levels (ε̂ scaled up so x̂_0 leaves [−1, 1])
+    k = torch.zeros(3, dtype=torch.long)
+
+    def m0(x, kk):
+        return 20 * m(x, kk)
+
+    got = bound_term(m0, schedule, x0, k, noise, model=spec)
+    xt = D.q_sample(schedule, x0, k, noise)
+    sd, a = schedule.one_minus_alpha_bars[0].sqrt().item(), schedule.alpha_bars[0].sqrt().item()
+    raw = (xt.numpy() - sd * m0(xt, k).numpy()) / a
+    mean = np.clip(raw, -1, 1)
+    assert np.any(np.abs(raw) > 1) and np.any(np.abs(raw) < 1)
+    scale = math.sqrt(D.reverse_variance(schedule, 0, "fixed_large").item())
+    lo = np.where(x0.numpy() <= -1, -np.inf, x0.numpy() - 1 / (LEVELS - 1))
+    hi = np.where(x0.numpy() >= 1, np.inf, x0.numpy() + 1 / (LEVELS - 1))
+    a_, b_ = (lo - mean) / scale, (hi - mean) / scale
+    flip = (a_ + b_) / 2 > 0  # Φ(b) − Φ(a) = Φ(−a) − Φ(−b): evaluate in the lower tail, in logs (no underflow)
+    lo_, hi_ = np.where(flip, -b_, a_), np.where(flip, -a_, b_)
+    want = -(log_ndtr(hi_) + np.log1p(-np.exp(log_ndtr(lo_) - log_ndtr(hi_)))).sum(1)
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-9)
+
+
+def test_clip_denoised_whole_bound_routes_agree(schedule, x0):
+    """With clipping, the KL form, the ε form and the trajectory route bound the same (clipped) model."""
+    m = FarEps(schedule)
+    spec = ModelSpec(variance="posterior", decoder="gaussian", clip_denoised=True)
+    kl = variational_bound(m, schedule, x0, model=spec, generator=4)
+    eps = variational_bound(m, schedule, x0, model=spec, generator=4, form="eps")
+    torch.testing.assert_close(eps.terms, kl.terms, rtol=1e-9, atol=1e-10)
+    R = 3000
+    full = variational_bound(m, schedule, x0[:1].repeat(R, 1), model=spec, generator=5, chunk_size=8192)
+    traj = trajectory_bound(m, schedule, x0[:1].repeat(R, 1), model=spec, generator=6)
+    se = math.hypot(full.mean_stderr(), traj.std().item() / math.sqrt(R))
+    assert abs(full.mean() - traj.mean().item()) < 4 * se
+    plain = variational_bound(m, schedule, x0[:1].repeat(R, 1), model=ModelSpec("posterior", "gaussian"), generator=5)
+    assert abs(plain.mean() - full.mean()) > 8 * math.hypot(plain.mean_stderr(), full.mean_stderr())
+
+
+# -- the CLI reproduces the library, convention by convention -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    """A tiny DDPM (fixed β variance, ε output, T = 20) trained for a few steps: seconds on one core."""
+    from elbo_lab.ddpm import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("ddpm_bound")
+    cfg = TrainConfig(
+        steps=20,
+        T=20,
+        base_channels=8,
+        batch_size=16,
+        eval_every=20,
+        log_every=10,
+        val_samples=4,
+        device="cpu",
+        variance="beta",
+        param="eps",
+        loss="simple",
+    )
+    train(cfg, out, progress=False, log=lambda *a: None)
+    return out / "last.pt"
+
+
+@pytest.mark.parametrize(("variance", "clip"), [(None, False), ("fixed_large", True), ("posterior", False)])
+def test_cli_bound_names_and_reproduces_the_convention(tiny_ckpt, tmp_path, capsys, variance, clip):
+    """``elbo-lab bound --variance V [--clip-denoised]`` = a direct variational_bound call with that ModelSpec."""
+    import json
+
+    from elbo_lab.cli import main as cli
+    from elbo_lab.data import load_digits
+    from elbo_lab.ddpm import load_model
+
+    out = tmp_path / "b.json"
+    argv = ["bound", str(tiny_ckpt), "--estimator", "full", "--n", "3", "--device", "cpu", "--json", str(out)]
+    argv += (["--variance", variance] if variance else []) + (["--clip-denoised"] if clip else [])
+    assert cli(argv) == 0
+    printed, r = capsys.readouterr().out, json.loads(out.read_text())
+    spec = ModelSpec(variance=variance or "beta", levels=17, clip_denoised=clip, source="elbo-lab DDPM checkpoint")
+    assert r["model"] == spec.to_dict() and spec.describe() in printed
+    m, _ = load_model(tiny_ckpt, "cpu")
+    x = load_digits().test[:3].to(F64)
+    want = variational_bound(m, m.schedule, x, model=spec, generator=0, model_dtype=F64, bits_per_dim=True)
+    assert r["total"] == pytest.approx(want.mean(), rel=1e-12)
 
 
 # -- noise keyed by (image, step, draw) ----------------------------------------------------------------------------

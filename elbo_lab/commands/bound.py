@@ -5,11 +5,17 @@ The bound is the engine's (:func:`elbo_lab.bound.variational_bound`): a negative
 (≥ −log p_θ(x_0)).  ``--estimator full`` evaluates every step for every image (N·T network evaluations);
 ``importance`` (default), ``stratified`` and ``uniform`` sample ``--budget`` steps per image and report a standard
 error that covers the sampled steps and noise.  The table groups steps; ``--json`` has every step.
+
+Conventions by name (:class:`elbo_lab.bound.ModelSpec`): ``--variance`` picks σ_t² (default: the checkpoint's) and
+``--clip-denoised`` clips x̂_0 to [−1, 1].  A number computed the way improved-diffusion's ``calc_bpd_loop``
+computes it: ``elbo-lab bound CKPT --estimator full --clip-denoised --variance fixed_large`` for a β-variance
+model (``--variance posterior`` for FIXED_SMALL).  Each bounds a different model, and the output names it.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 
 from ..errors import DataError, ElboLabError
@@ -50,6 +56,19 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", choices=("ema", "model"), default="ema", help="EMA (default) or raw weights")
     p.add_argument("--device", default="auto", metavar="auto|cpu|cuda", help="where to evaluate (default auto)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the estimator (default 0)")
+    p.add_argument(
+        "--variance",
+        choices=("posterior", "beta", "fixed_large", "learned"),
+        default=None,
+        help="σ_t² convention of the model bounded (default: the checkpoint's); fixed_large = improved-diffusion's "
+        "FIXED_LARGE (β_t, but β̃_2 at t = 1), beta = β_t with β_1 at t = 1",
+    )
+    p.add_argument(
+        "--clip-denoised",
+        action="store_true",
+        help="clip x̂_0 to [-1, 1] in every reverse mean (the reference's clip_denoised): bounds the clipped "
+        "sampler's model",
+    )
     p.add_argument("--json", metavar="FILE", help="write the result (every term) as JSON")
 
 
@@ -121,6 +140,11 @@ def main(args: argparse.Namespace) -> int:
     est = args.estimator
     budget = args.budget + (args.budget % 2 if est == "stratified" else 0)
     mspec = ckpt.get("model_spec") or ModelSpec.from_ddpm_checkpoint(ckpt)
+    if args.variance == "learned" and not getattr(model, "learned_variance", getattr(model, "learned", False)):
+        raise ElboLabError("--variance learned needs a model with a learned variance output (this one has none)")
+    mspec = dataclasses.replace(
+        mspec, variance=args.variance or mspec.variance, clip_denoised=args.clip_denoised or mspec.clip_denoised
+    )
     res = variational_bound(
         model,
         model.schedule,
