@@ -71,6 +71,7 @@ import numpy as np
 import torch
 
 from . import diffusion as D
+from .errors import ModelOutputError
 from .gaussian import discretized_gaussian_log_likelihood, normal_kl, normal_log_prob
 from .schedule import NoiseSchedule
 
@@ -368,12 +369,12 @@ def _call_model(eps_model: Callable, xt: torch.Tensor, k: torch.Tensor, model_dt
         shape = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
         raise ValueError(f"shape mismatch: eps_model returned {shape} for x_t of shape {tuple(xt.shape)}")
     if not bool(torch.isfinite(out).all()):
-        raise ValueError("eps_model returned NaN or Inf (non-finite ε̂)")
+        raise ModelOutputError("eps_model returned NaN or Inf (non-finite ε̂)")
     if v is not None:
         if not torch.is_tensor(v) or v.shape != xt.shape:
             raise ValueError(f"shape mismatch: eps_model's variance output v must have shape {tuple(xt.shape)}")
         if not bool(torch.isfinite(v).all()):
-            raise ValueError("eps_model returned a non-finite variance output v")
+            raise ModelOutputError("eps_model returned a non-finite variance output v")
         v = v.to(torch.float64)
     return out.to(torch.float64), v
 
@@ -440,6 +441,10 @@ def bound_term(
         mu0 = D.reverse_mean(s, xt[idx], k[idx], eps_hat[idx])  # decoder mean μ_θ(x_1, 1)
         l0 = _decoder_nll(x0[idx], mu0, sigma2[idx], decoder, levels)
         out = out.index_put((idx,), l0)
+    if not bool(torch.isfinite(out).all()):  # e.g. ε̂ = 1e200: finite outputs whose squares overflow
+        raise ModelOutputError(
+            f"the bound term is not finite: the model's outputs overflow (max |ε̂| = {eps_hat.abs().max().item():.3g})"
+        )
     return out
 
 

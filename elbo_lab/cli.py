@@ -1,6 +1,11 @@
 """The ``elbo-lab`` command line.  Each subcommand lives in ``elbo_lab/commands/<name>.py`` and provides
 ``HELP``, ``configure(parser)`` and ``main(args) -> int``; ``train`` dispatches to ``train_vae`` and
-``train_ddpm``.  User errors (:class:`~elbo_lab.errors.ElboLabError`) print one line and exit 2.
+``train_ddpm``.
+
+Failures a user can cause -- bad options (argparse and the range checks in :mod:`elbo_lab.options`), bad data or
+checkpoints (:class:`~elbo_lab.errors.ElboLabError`), unwritable outputs (read-only, immutable, full disk, a
+directory where a file belongs: any :class:`OSError`) and running out of memory -- print ONE line
+``elbo-lab: error: ...`` on stderr and exit 2, for every command (:func:`elbo_lab.errors.user_message`).
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ import argparse
 import importlib
 import sys
 
-from .errors import ElboLabError
+from .errors import user_message
 
 # subcommand -> module in elbo_lab.commands (modules that do not exist yet are skipped)
 COMMANDS = {
@@ -31,10 +36,18 @@ def _load(module: str):
         raise
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (no multi-line usage block): ``elbo-lab: error: ... (see ... --help)``."""
+
+    def error(self, message: str):
+        print(f"elbo-lab: error: {' '.join(message.split())} (see `{self.prog} --help`)", file=sys.stderr)
+        self.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="elbo-lab",
         description="Checkable mathematics of diffusion models: derivations, cross-checks, trained models.",
     )
@@ -65,8 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)  # argparse: unknown options -> usage line, exit 2
     try:
         return int(args._main(args) or 0)
-    except ElboLabError as exc:
-        print(f"elbo-lab: error: {exc}", file=sys.stderr)
+    except (Exception, MemoryError) as exc:
+        message = user_message(exc)
+        if message is None:  # a bug: keep the traceback
+            raise
+        print(f"elbo-lab: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("elbo-lab: interrupted; finished results and the last checkpoint are on disk", file=sys.stderr)

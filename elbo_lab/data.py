@@ -7,6 +7,7 @@ train/test split.  Digits: 1,797 images of 8×8 pixels with 17 grey levels (0..1
 
 from __future__ import annotations
 
+import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from .errors import DataError
 __all__ = ["Dataset", "load_data", "load_digits", "from_levels", "to_levels"]
 
 DIGITS_LEVELS = 17
+MAX_LEVELS = 65_536  # = elbo_lab.options.MAX_LEVELS
 DEFAULT_SPLIT_SEED = 0
 TEST_FRACTION = 0.2
 
@@ -76,50 +78,95 @@ def load_digits(*, seed: int = DEFAULT_SPLIT_SEED, dtype=torch.float32) -> Datas
     return Dataset("digits", t[tr].contiguous(), t[te].contiguous(), DIGITS_LEVELS)
 
 
+MAX_VALUES = 2**30  # values per array (8 GiB as float64): a larger header is refused before anything is allocated
+
+
+def _check_header(shape, dtype, where: str, available: int | None) -> None:
+    """Refuse an array whose header claims more values than :data:`MAX_VALUES` or more bytes than the file holds."""
+    n = math.prod(int(d) for d in shape)
+    if n > MAX_VALUES:
+        raise DataError(f"{where}: the header claims shape {tuple(shape)} ({n:.3g} values); at most {MAX_VALUES:,}")
+    if available is not None and n * np.dtype(dtype).itemsize > available:
+        raise DataError(f"{where}: the header claims shape {tuple(shape)} but the file is too short (truncated?)")
+
+
+def _npy_header(f) -> tuple:
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _fortran, dtype = read(f)
+    return shape, dtype
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    with open(path, "rb") as f:
+        shape, dtype = _npy_header(f)
+        _check_header(shape, dtype, str(path), path.stat().st_size - f.tell())
+    return np.load(path, allow_pickle=False)
+
+
+def _read_npz_member(z, path: Path, key: str) -> np.ndarray:
+    info = z.zip.getinfo(key + ".npy")
+    with z.zip.open(info) as f:
+        shape, dtype = _npy_header(f)
+        _check_header(shape, dtype, f"{path}[{key}]", info.file_size)
+    return z[key]
+
+
 def _read_array(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read a .npy (one array) or .npz (``train``/``test``, or ``x``, or its only array); never unpickles."""
+    """Read a .npy (one array) or .npz (``train``/``test``, or ``x``, or its only array); never unpickles.
+    The header is read first: a claimed size beyond :data:`MAX_VALUES` or the file's length is refused
+    before any allocation."""
     if not path.exists():
         raise DataError(f"data file not found: {path}")
+    if path.is_dir():
+        raise DataError(f"{path} is a directory, not a .npy/.npz file")
     try:
         if path.suffix == ".npy":
-            return np.load(path, allow_pickle=False), None
+            return _read_npy(path), None
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
                 keys = list(z.keys())
                 if "train" in keys and "test" in keys:
-                    return z["train"], z["test"]
+                    return _read_npz_member(z, path, "train"), _read_npz_member(z, path, "test")
                 if "x" in keys:
-                    return z["x"], None
+                    return _read_npz_member(z, path, "x"), None
                 if len(keys) == 1:
-                    return z[keys[0]], None
+                    return _read_npz_member(z, path, keys[0]), None
                 raise DataError(
                     f"{path}: .npz must hold 'train' and 'test', or 'x', or exactly one array; found {keys}"
                 )
     except DataError:
         raise
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataError(f"{path}: not a readable numpy array file ({exc})") from None
+    except (ValueError, OSError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"{path}: not a readable numpy array file ({' '.join(str(exc).split())[:160]})") from None
     raise DataError(f"{path}: unsupported data file type {path.suffix!r} (use .npy or .npz)")
 
 
 def _to_unit_range(a: np.ndarray, levels: int | None, where: str) -> tuple[np.ndarray, int]:
-    if a.dtype == object or not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+    """Integer levels 0..K−1 (an integer or boolean array, or whole numbers above 1, or whole numbers that are not
+    on the [−1, 1] grid of the given ``levels``: {0, 1} with K = 2) or floats in [−1, 1] on a grid of K levels."""
+    is_int = a.dtype == bool or np.issubdtype(a.dtype, np.integer)
+    if a.dtype == object or not (is_int or np.issubdtype(a.dtype, np.floating)):
         raise DataError(f"{where}: expected a numeric array, got dtype {a.dtype}")
     if a.size == 0:
         raise DataError(f"{where}: the array is empty")
     a = a.astype(np.float64)
     if not np.all(np.isfinite(a)):
         raise DataError(f"{where}: contains NaN or Inf")
-    if a.min() >= 0 and np.all(a == np.round(a)) and a.max() > 1:
-        # integer levels 0..K-1
-        k = int(levels or (a.max() + 1))
-        if a.max() > k - 1:
-            raise DataError(f"{where}: values up to {int(a.max())} but only {k} levels declared (0..{k - 1})")
+    lo, hi = a.min(), a.max()
+    whole = lo >= 0 and bool(np.all(a == np.round(a)))
+    if whole and (is_int or hi > 1 or (levels is not None and not _on_grid(a, levels))):
+        # integer levels 0..K-1 (all-zero images: K = 2 unless --levels says more)
+        k = int(levels if levels is not None else max(hi + 1, 2))
+        if k > MAX_LEVELS:
+            raise DataError(
+                f"{where}: values up to {int(hi):,} mean {k:,} levels; at most {MAX_LEVELS:,} are supported"
+            )
+        if hi > k - 1:
+            raise DataError(f"{where}: values up to {int(hi)} but only {k} levels declared (0..{k - 1})")
         return from_levels(a, k), k
-    if a.min() < -1 - 1e-9 or a.max() > 1 + 1e-9:
-        raise DataError(
-            f"{where}: values in [{a.min():.4g}, {a.max():.4g}]; expected integer levels 0..K-1 or floats in [-1, 1]"
-        )
+    if lo < -1 - 1e-9 or hi > 1 + 1e-9:
+        raise DataError(f"{where}: values in [{lo:.4g}, {hi:.4g}]; expected integer levels 0..K-1 or floats in [-1, 1]")
     k = int(levels or 256)
     grid = (a + 1.0) * (k - 1) / 2.0
     off = np.abs(grid - np.round(grid)).max()
@@ -129,6 +176,14 @@ def _to_unit_range(a: np.ndarray, levels: int | None, where: str) -> tuple[np.nd
             "pass the right --levels"
         )
     return from_levels(np.round(grid), k), k
+
+
+def _on_grid(a: np.ndarray, k: int) -> bool:
+    """Whether floats in [−1, 1] lie on the grid of k levels."""
+    if a.min() < -1 - 1e-9 or a.max() > 1 + 1e-9:
+        return False
+    grid = (a + 1.0) * (k - 1) / 2.0
+    return bool(np.abs(grid - np.round(grid)).max() <= 1e-4)
 
 
 def _shape_examples(a: np.ndarray, where: str) -> np.ndarray:
@@ -149,6 +204,8 @@ def load_array_file(
 ) -> Dataset:
     """A user's ``.npy``/``.npz`` file as a :class:`Dataset` (checked: shape, range, levels)."""
     path = Path(path)
+    if levels is not None and not 2 <= levels <= MAX_LEVELS:
+        raise DataError(f"--levels must lie in 2..{MAX_LEVELS:,}, got {levels}")
     train, test = _read_array(path)
     train, k = _to_unit_range(train, levels, str(path))
     train = _shape_examples(train, str(path))

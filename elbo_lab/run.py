@@ -20,8 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import ElboLabError
-from .io import atomic_write_json, atomic_write_text
+from .io import atomic_write_json, atomic_write_text, claim_output_dir
 
 __all__ = ["BUDGETS", "Budget", "Pipeline", "run_pipeline"]
 
@@ -112,37 +111,24 @@ class Pipeline:
 
     # ------------------------------------------------------------------ output directory
     def _claim_dir(self) -> None:
-        out = self.out
-        if out.exists() and not out.is_dir():
-            raise ElboLabError(f"--out {out} exists and is not a directory")
-        marker = out / MARKER
-        config = {"tool": "elbo-lab run", "mode": self.mode, "seed": self.seed}
-        if out.exists() and any(out.iterdir()):
-            if not marker.exists():
-                raise ElboLabError(f"--out {out} is not empty and was not written by `elbo-lab run`; choose another")
-            try:
-                old = json.loads(marker.read_text())
-            except (OSError, ValueError):
-                raise ElboLabError(f"{marker} is unreadable; choose another --out") from None
-            if {k: old.get(k) for k in config} != config:
-                raise ElboLabError(
-                    f"--out {out} holds a run with { ({k: old.get(k) for k in ('mode', 'seed')}) }; "
-                    f"this one is { ({k: config[k] for k in ('mode', 'seed')}) }: choose another --out"
-                )
-        try:
-            (out / "stages").mkdir(parents=True, exist_ok=True)
-            atomic_write_json(marker, config)
-        except OSError as exc:
-            raise ElboLabError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
+        """One run per directory: marker ``run.json`` + a lock while running (:func:`elbo_lab.io.claim_output_dir`)."""
+        self.lock = claim_output_dir(self.out, tool="elbo-lab run", config={"mode": self.mode, "seed": self.seed})
+        (self.out / "stages").mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------------ stages
     def stage(self, name: str, fn: Callable[[], dict]) -> dict:
         path = self.out / "stages" / f"{name}.json"
         if path.exists():
-            self.log(f"[{name}] done earlier; reusing {path}")
-            data = json.loads(path.read_text())
-            self.timings[name] = data.get("_seconds", 0.0)
-            return data
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                if not isinstance(data, dict):
+                    raise ValueError
+            except (OSError, ValueError):  # truncated or damaged by hand: compute the stage again
+                self.log(f"[{name}] {path} is unreadable; computing the stage again")
+            else:
+                self.log(f"[{name}] done earlier; reusing {path}")
+                self.timings[name] = data.get("_seconds", 0.0)
+                return data
         self.log(f"[{name}] …")
         t0 = time.perf_counter()
         data = _jsonable(fn())
@@ -599,4 +585,5 @@ def run_pipeline(
     log(f"report: {pipe.out / 'report.html'} (and report.md, results.json, figures as PNG + SVG)")
     if not ok:
         log("SOME CHECKS FAILED — see the top of the report")
+    pipe.lock.release()
     return 0 if ok else 1

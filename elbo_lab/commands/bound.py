@@ -19,6 +19,7 @@ import dataclasses
 import math
 
 from ..errors import DataError, ElboLabError
+from ..options import arg
 
 HELP = "test bits/dim of a trained DDPM checkpoint with the per-term breakdown and standard errors"
 
@@ -39,23 +40,25 @@ def configure(p: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="score a diffusers UNet2DModel + DDPMScheduler saved in DIR (local only; needs --data)",
     )
-    p.add_argument("--levels", type=int, default=None, metavar="K", help="data levels with --diffusers (inferred)")
+    p.add_argument(
+        "--levels", type=arg("levels"), default=None, metavar="K", help="data levels with --diffusers (inferred)"
+    )
     p.add_argument(
         "--estimator", choices=ESTIMATORS, default="importance", help="how to sum over t (default importance)"
     )
     p.add_argument(
         "--budget",
-        type=int,
+        type=arg("budget"),
         default=64,
         metavar="N",
         help="timesteps per image for the sampled estimators (default 64)",
     )
     p.add_argument("--split", choices=("test", "train"), default="test", help="which split (default test)")
     p.add_argument("--data", default=None, metavar="digits|FILE", help="data (default: the checkpoint's)")
-    p.add_argument("--n", type=int, default=None, metavar="N", help="only the first N images of the split")
+    p.add_argument("--n", type=arg("bound_n"), default=None, metavar="N", help="only the first N images of the split")
     p.add_argument("--weights", choices=("ema", "model"), default="ema", help="EMA (default) or raw weights")
     p.add_argument("--device", default="auto", metavar="auto|cpu|cuda", help="where to evaluate (default auto)")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the estimator (default 0)")
+    p.add_argument("--seed", type=arg("seed"), default=0, metavar="S", help="seed of the estimator (default 0)")
     p.add_argument(
         "--variance",
         choices=("posterior", "beta", "fixed_large", "learned"),
@@ -111,7 +114,7 @@ def main(args: argparse.Namespace) -> int:
     from ..data import load_data
     from ..ddpm.checkpoint import load_model, resolve_checkpoint
     from ..ddpm.model import device_description, resolve_device
-    from ..io import atomic_write_json
+    from ..io import atomic_write_json, check_output_file
 
     if args.budget < 2:
         raise ElboLabError(f"--budget must be >= 2, got {args.budget}")
@@ -119,6 +122,8 @@ def main(args: argparse.Namespace) -> int:
         raise ElboLabError(f"--n must be >= 2, got {args.n}")
     if (args.checkpoint is None) == (args.diffusers is None):
         raise ElboLabError("give exactly one model: a CHECKPOINT or --diffusers DIR")
+    if args.json:
+        check_output_file(args.json, "--json")  # before the computing
     device = resolve_device(args.device)
     if args.diffusers is not None:
         path, model, ckpt, ds = _diffusers_source(args, device)
@@ -139,6 +144,11 @@ def main(args: argparse.Namespace) -> int:
     x = x.to(device, torch.float64)
     est = args.estimator
     budget = args.budget + (args.budget % 2 if est == "stratified" else 0)
+    if est == "stratified" and budget // 2 > model.schedule.T - 1:
+        raise ElboLabError(
+            f"--estimator stratified draws two steps per stratum: --budget must be at most "
+            f"{2 * (model.schedule.T - 1)} for T = {model.schedule.T}, got {args.budget}"
+        )
     mspec = ckpt.get("model_spec") or ModelSpec.from_ddpm_checkpoint(ckpt)
     if args.variance == "learned" and not getattr(model, "learned_variance", getattr(model, "learned", False)):
         raise ElboLabError("--variance learned needs a model with a learned variance output (this one has none)")

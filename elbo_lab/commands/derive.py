@@ -25,8 +25,11 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..io import atomic_write_json
+    from ..io import atomic_write_json, check_output_file
     from ..symbolic import REGISTRY, get, names
+
+    if args.json:
+        check_output_file(args.json, "--json")  # before the computing
 
     if args.list:
         for n in names():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..options import arg
+
 HELP = "derive, check, train the VAE and the DDPM on digits, and write the report with its figures"
 
 
@@ -16,7 +18,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.set_defaults(mode="quick")
     p.add_argument("--out", default="results", metavar="DIR", help="output directory (default results/)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to train the DDPM")
-    p.add_argument("--seed", type=int, default=0, metavar="S")
+    p.add_argument("--seed", type=arg("seed"), default=0, metavar="S")
 
 
 def main(args: argparse.Namespace) -> int:

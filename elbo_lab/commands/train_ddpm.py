@@ -14,6 +14,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from ..errors import CheckpointError, ElboLabError
+from ..options import arg
 
 HELP = "train a DDPM on digits or an array file (L_simple, L_vlb or hybrid; EMA; held-out bound; exact resume)"
 
@@ -53,7 +54,9 @@ def configure(p: argparse.ArgumentParser) -> None:
 
     d = TrainConfig()
     p.add_argument("--data", default=None, metavar="digits|FILE", help="'digits' (default) or a .npy/.npz array")
-    p.add_argument("--levels", type=int, default=None, metavar="K", help="grey levels of a FILE (default: inferred)")
+    p.add_argument(
+        "--levels", type=arg("levels"), default=None, metavar="K", help="grey levels of a FILE (default: inferred)"
+    )
     p.add_argument("--loss", choices=("simple", "vlb", "hybrid"), default=None, help=f"objective (default {d.loss})")
     p.add_argument(
         "--variance",
@@ -68,14 +71,18 @@ def configure(p: argparse.ArgumentParser) -> None:
         help=f"network output: ε̂, or K logits per value turned into ε̂ (default {d.param})",
     )
     p.add_argument("--schedule", choices=("linear", "cosine"), default=None, help=f"noise schedule ({d.schedule})")
-    p.add_argument("--T", type=int, default=None, metavar="N", help=f"diffusion steps (default {d.T})")
-    p.add_argument("--beta-start", type=float, default=None, help=f"linear schedule β_1 at T=1000 ({d.beta_start})")
-    p.add_argument("--beta-end", type=float, default=None, help=f"linear schedule β_T at T=1000 ({d.beta_end})")
+    p.add_argument("--T", type=arg("T"), default=None, metavar="N", help=f"diffusion steps (default {d.T})")
+    p.add_argument(
+        "--beta-start", type=arg("beta_start"), default=None, help=f"linear schedule β_1 at T=1000 ({d.beta_start})"
+    )
+    p.add_argument(
+        "--beta-end", type=arg("beta_end"), default=None, help=f"linear schedule β_T at T=1000 ({d.beta_end})"
+    )
     budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--steps", type=int, default=None, metavar="N", help="total optimizer steps")
+    budget.add_argument("--steps", type=arg("steps"), default=None, metavar="N", help="total optimizer steps")
     budget.add_argument(
         "--minutes",
-        type=float,
+        type=arg("minutes"),
         default=None,
         metavar="M",
         help=f"total wall-clock minutes, evaluations included (default {DEFAULT_MINUTES:g})",
@@ -83,31 +90,51 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, metavar="auto|cpu|cuda", help="where to train (default auto)")
     p.add_argument("--out", default="runs/ddpm", metavar="DIR", help="checkpoints and metrics.json (runs/ddpm)")
     p.add_argument("--resume", action="store_true", help="continue the run in DIR exactly where it stopped")
-    p.add_argument("--seed", type=int, default=None, metavar="S", help="seed of every random choice (default 0)")
-    p.add_argument("--batch-size", type=int, default=None, help=f"minibatch size (default {d.batch_size})")
-    p.add_argument("--lr", type=float, default=None, help=f"AdamW learning rate (default {d.lr:g})")
-    p.add_argument("--weight-decay", type=float, default=None, help=f"AdamW weight decay (default {d.weight_decay:g})")
-    p.add_argument("--ema-decay", type=float, default=None, help=f"EMA decay (default {d.ema_decay})")
-    p.add_argument("--hybrid-lambda", type=float, default=None, help=f"λ of the hybrid loss ({d.hybrid_lambda})")
+    p.add_argument(
+        "--seed", type=arg("seed"), default=None, metavar="S", help="seed of every random choice (default 0)"
+    )
+    p.add_argument(
+        "--batch-size", type=arg("batch_size"), default=None, help=f"minibatch size (default {d.batch_size})"
+    )
+    p.add_argument("--lr", type=arg("lr"), default=None, help=f"AdamW learning rate (default {d.lr:g})")
+    p.add_argument(
+        "--weight-decay",
+        type=arg("weight_decay"),
+        default=None,
+        help=f"AdamW weight decay (default {d.weight_decay:g})",
+    )
+    p.add_argument("--ema-decay", type=arg("ema_decay"), default=None, help=f"EMA decay (default {d.ema_decay})")
+    p.add_argument(
+        "--hybrid-lambda", type=arg("hybrid_lambda"), default=None, help=f"λ of the hybrid loss ({d.hybrid_lambda})"
+    )
     p.add_argument(
         "--sampler",
         choices=("auto", "uniform", "importance"),
         default=None,
         help="training timestep sampler (auto: importance for vlb, else uniform)",
     )
-    p.add_argument("--base-channels", type=int, default=None, help=f"U-Net width (default {d.base_channels})")
-    p.add_argument("--num-res-blocks", type=int, default=None, help=f"residual blocks per level ({d.num_res_blocks})")
-    p.add_argument("--dropout", type=float, default=None, help=f"dropout in residual blocks (default {d.dropout})")
+    p.add_argument(
+        "--base-channels", type=arg("base_channels"), default=None, help=f"U-Net width (default {d.base_channels})"
+    )
+    p.add_argument(
+        "--num-res-blocks",
+        type=arg("num_res_blocks"),
+        default=None,
+        help=f"residual blocks per level ({d.num_res_blocks})",
+    )
+    p.add_argument(
+        "--dropout", type=arg("dropout"), default=None, help=f"dropout in residual blocks (default {d.dropout})"
+    )
     p.add_argument(
         "--eval-every",
-        type=int,
+        type=arg("eval_every"),
         default=None,
         metavar="N",
         help=f"steps between held-out bound evaluations (default {d.eval_every})",
     )
     p.add_argument(
         "--val-samples",
-        type=int,
+        type=arg("val_samples"),
         default=None,
         metavar="M",
         help=f"timesteps per held-out image for the stratified estimator (default {d.val_samples})",

@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import CheckpointError, DataError, ElboLabError
+from ..options import arg
 
 HELP = "train the small VAE (categorical pixels) and report its ELBO and IWAE bounds in bits/dim"
 
@@ -29,20 +30,32 @@ _TRAIN_OPTS = {
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, metavar="digits|FILE", help="'digits' (default) or a .npy/.npz array")
-    p.add_argument("--levels", type=int, default=None, metavar="K", help="grey levels of a FILE (default: inferred)")
-    p.add_argument("--epochs", type=int, default=None, metavar="N", help="maximum epochs (default 100)")
+    p.add_argument(
+        "--levels", type=arg("levels"), default=None, metavar="K", help="grey levels of a FILE (default: inferred)"
+    )
+    p.add_argument("--epochs", type=arg("epochs"), default=None, metavar="N", help="maximum epochs (default 100)")
     p.add_argument("--out", default="runs/vae", metavar="DIR", help="checkpoint and metrics.json (default runs/vae)")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in DIR")
-    p.add_argument("--seed", type=int, default=None, metavar="S", help="seed of every random choice (default 0)")
-    p.add_argument("--latent", type=int, default=None, metavar="L", help="latent dimensions (default 16)")
-    p.add_argument("--hidden", type=int, default=None, metavar="H", help="hidden units per layer (default 128)")
-    p.add_argument("--depth", type=int, default=None, help="hidden layers per network (default 2)")
+    p.add_argument(
+        "--seed", type=arg("seed"), default=None, metavar="S", help="seed of every random choice (default 0)"
+    )
+    p.add_argument("--latent", type=arg("latent"), default=None, metavar="L", help="latent dimensions (default 16)")
+    p.add_argument(
+        "--hidden", type=arg("hidden"), default=None, metavar="H", help="hidden units per layer (default 128)"
+    )
+    p.add_argument("--depth", type=arg("depth"), default=None, help="hidden layers per network (default 2)")
     p.add_argument("--likelihood", choices=LIKELIHOODS, default=None, help="pixel likelihood (default categorical)")
-    p.add_argument("--batch-size", type=int, default=None, help="minibatch size (default 64)")
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-3)")
-    p.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs (default 10)")
-    p.add_argument("--iwae-k", type=int, default=None, metavar="K", help="importance samples for IWAE (default 1000)")
-    p.add_argument("--eval-samples", type=int, default=None, metavar="S", help="draws per image for ELBOs (16)")
+    p.add_argument("--batch-size", type=arg("batch_size"), default=None, help="minibatch size (default 64)")
+    p.add_argument("--lr", type=arg("lr"), default=None, help="Adam learning rate (default 1e-3)")
+    p.add_argument(
+        "--patience", type=arg("patience"), default=None, help="early-stopping patience in epochs (default 10)"
+    )
+    p.add_argument(
+        "--iwae-k", type=arg("iwae_k"), default=None, metavar="K", help="importance samples for IWAE (default 1000)"
+    )
+    p.add_argument(
+        "--eval-samples", type=arg("eval_samples"), default=None, metavar="S", help="draws per image for ELBOs (16)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

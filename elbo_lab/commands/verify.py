@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from ..options import arg
+
 HELP = "run the cross-checks (claim · expected · observed · tolerance · ✓/✗); exit 0 only when all pass"
 
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("prefixes", nargs="*", metavar="PREFIX", help="only claims whose id starts with PREFIX")
     p.add_argument("--json", metavar="FILE", help="write the table as JSON")
-    p.add_argument("--seed", type=int, default=0, help="seed for the Monte Carlo claims (default 0)")
+    p.add_argument("--seed", type=arg("seed"), default=0, help="seed for the Monte Carlo claims (default 0)")
 
 
 def format_table(records) -> str:
@@ -26,7 +28,10 @@ def format_table(records) -> str:
 
 def main(args: argparse.Namespace) -> int:
     from ..checks.registry import run_claims
-    from ..io import atomic_write_json
+    from ..io import atomic_write_json, check_output_file
+
+    if args.json:
+        check_output_file(args.json, "--json")  # before the computing
     from ..provenance import provenance
 
     records = run_claims(

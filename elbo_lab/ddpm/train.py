@@ -44,8 +44,9 @@ import torch
 from ..bound import bound_term, prior_term, simple_term, variational_bound
 from ..data import Dataset, load_data
 from ..distributed import Dist, weights_digest
-from ..errors import CheckpointError, DataError, ElboLabError
-from ..io import atomic_write_json
+from ..errors import CheckpointError, DataError, ElboLabError, OptionError
+from ..io import atomic_write_json, claim_output_dir
+from ..options import check
 from .checkpoint import load_checkpoint, save_checkpoint, schedule_from_config
 from .model import EMA, EpsModel, build_eps_model, device_description, make_net_config, resolve_device
 from .sampler import make_sampler
@@ -53,6 +54,12 @@ from .sampler import make_sampler
 __all__ = ["TrainConfig", "Trainer", "split_validation", "train"]
 
 LOSSES = ("simple", "vlb", "hybrid")
+# TrainConfig fields with a documented range in elbo_lab.options.RANGES
+_RANGE_CHECKED = (
+    "levels", "T", "beta_start", "beta_end", "cosine_s", "steps", "minutes", "batch_size", "lr", "weight_decay",
+    "grad_clip", "ema_decay", "hybrid_lambda", "sampler_mix", "base_channels", "num_res_blocks", "dropout",
+    "val_fraction", "val_samples", "eval_every", "log_every", "seed",
+)  # fmt: skip
 VARIANCES = ("posterior", "beta", "learned")
 
 
@@ -105,21 +112,24 @@ class TrainConfig:
             raise ElboLabError(f"unknown schedule {self.schedule!r} (expected linear or cosine)")
         if self.sampler not in ("auto", "uniform", "importance"):
             raise ElboLabError(f"unknown sampler {self.sampler!r} (expected auto, uniform or importance)")
-        if self.T < 2:
-            raise ElboLabError(f"--T must be >= 2, got {self.T}")
         if (self.steps is None) == (self.minutes is None):
             raise ElboLabError("give exactly one training budget: --steps N or --minutes M")
-        if self.steps is not None and self.steps < 1:
-            raise ElboLabError(f"--steps must be >= 1, got {self.steps}")
-        if self.minutes is not None and not self.minutes > 0:
-            raise ElboLabError(f"--minutes must be > 0, got {self.minutes}")
-        for name in ("batch_size", "eval_every", "log_every", "base_channels", "num_res_blocks"):
-            if getattr(self, name) < 1:
-                raise ElboLabError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.val_samples < 2 or self.val_samples % 2:
-            raise ElboLabError(f"val_samples must be even and >= 2, got {self.val_samples}")
-        if not 0 < self.val_fraction < 1:
-            raise ElboLabError(f"val_fraction must lie in (0, 1), got {self.val_fraction}")
+        # every numeric field against its documented range (elbo_lab.options: the CLI checks the same table)
+        for name in _RANGE_CHECKED:
+            value = getattr(self, name)
+            if value is not None or name not in ("steps", "minutes", "levels"):
+                check(name, value)
+        if not self.beta_start < self.beta_end:
+            raise OptionError(f"--beta-start ({self.beta_start:g}) must be below --beta-end ({self.beta_end:g})")
+        if self.schedule == "linear" and self.beta_end * 1000 / self.T >= 1:
+            raise OptionError(
+                f"the linear schedule scales β by 1000/T: --beta-end {self.beta_end:g} at T = {self.T} gives "
+                f"β_T = {self.beta_end * 1000 / self.T:g} >= 1; use a larger --T or a smaller --beta-end"
+            )
+        if self.val_samples // 2 > self.T - 1:
+            raise OptionError(
+                f"--val-samples must be at most {2 * (self.T - 1)} for T = {self.T}, got {self.val_samples}"
+            )
 
     @property
     def sampler_kind(self) -> str:
@@ -324,6 +334,7 @@ class Trainer:
             self.dropout_rng = ckpt["rng"]["dropout"]
             self.cuda_rng = ckpt["rng"].get("cuda_dropout")
             self.perm, self.pos = ckpt["perm"], ckpt["pos"]
+            self._acc = dict(ckpt.get("log_acc", self._acc))  # the running means of the next log record
         except (KeyError, RuntimeError, ValueError) as exc:
             raise CheckpointError(f"{path}: incompatible checkpoint ({str(exc).splitlines()[0]})") from None
         self.log(f"resumed {path} at step {self.step_count}")
@@ -466,6 +477,7 @@ class Trainer:
             "pos": self.pos,
             "history": self.history,
             "best": self.best,
+            "log_acc": dict(self._acc),
         }
 
     def _header_ckpt(self) -> dict:
@@ -603,5 +615,16 @@ def train(
     cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, progress: bool = True, log=print, dist=None
 ) -> dict:
     """Train (or resume) a DDPM; returns the run summary (also in ``DIR/metrics.json``).  ``dist``: an
-    :class:`elbo_lab.distributed.Dist` when launched by torchrun (see the module docstring)."""
-    return Trainer(cfg, out_dir, resume=resume, log=log, dist=dist).run(progress=progress)
+    :class:`elbo_lab.distributed.Dist` when launched by torchrun (see the module docstring).  ``out_dir`` is
+    claimed for this run first by the process that writes it (:func:`elbo_lab.io.claim_output_dir`); an existing
+    run is continued only with ``resume``."""
+    cfg.validate()  # before anything is written
+    if dist is not None and not dist.is_main:  # rank 0 owns the directory
+        return Trainer(cfg, out_dir, resume=resume, log=log, dist=dist).run(progress=progress)
+    with claim_output_dir(out_dir, tool="elbo-lab train ddpm", legacy=("last.pt",)):
+        if not resume and (Path(out_dir) / "last.pt").exists():
+            raise CheckpointError(
+                f"{out_dir} holds a DDPM run ({Path(out_dir) / 'last.pt'}): pass --resume to continue it, "
+                "or choose another --out"
+            )
+        return Trainer(cfg, out_dir, resume=resume, log=log, dist=dist).run(progress=progress)

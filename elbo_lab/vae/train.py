@@ -37,8 +37,9 @@ import torch
 
 from ..baselines import PerPixelCategorical, baseline_metrics
 from ..data import Dataset
-from ..errors import CheckpointError
-from ..io import atomic_torch_save, atomic_write_json, load_checkpoint_file
+from ..errors import CheckpointError, DivergedError
+from ..io import atomic_torch_save, atomic_write_json, claim_output_dir, load_checkpoint_file
+from ..options import check
 from .estimators import elbo_draws, elbo_estimates, estimate
 from .model import VAE, VAEConfig
 
@@ -87,15 +88,10 @@ class TrainConfig:
     RESUMABLE = ("epochs", "patience", "eval_samples", "iwae_k")
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "patience", "val_samples", "iwae_k"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.eval_samples < 2:
-            raise ValueError(f"eval_samples must be >= 2 (a variance is reported), got {self.eval_samples}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if not 0 < self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        # documented ranges (elbo_lab.options, the table the CLI checks too); OptionError is a ValueError
+        for name in ("epochs", "batch_size", "patience", "iwae_k", "eval_samples", "lr", "val_fraction", "seed"):
+            check(name, getattr(self, name))
+        check("val_samples_vae", self.val_samples, flag="val_samples")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -208,7 +204,7 @@ def _train_epoch(s: _State, fit: torch.Tensor, cfg: TrainConfig) -> float:
         xb = fit[perm[i : i + cfg.batch_size]]  # (B, *shape)
         loss = -elbo_draws(s.model, xb, 1, generator=s.gen).analytic().mean() / s.model.dim  # nats/dim
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite training loss at epoch {s.epoch + 1}")
+            raise DivergedError(f"training diverged at epoch {s.epoch + 1}: non-finite loss (try a lower --lr)")
         s.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         s.optimizer.step()
@@ -290,7 +286,16 @@ def _evaluate(model: VAE, splits: dict, cfg: TrainConfig, progress: bool) -> dic
     return out
 
 
-def train_vae(
+def train_vae(dataset: Dataset, model_config: VAEConfig, config: TrainConfig, out_dir: str | Path, **kw) -> dict:
+    """Train (or resume), checkpoint every epoch to ``out_dir/checkpoint.pt``, evaluate the best-validation
+    weights and write ``out_dir/metrics.json``; returns the metrics dict.  ``out_dir`` is claimed for this run
+    first (:func:`elbo_lab.io.claim_output_dir`: a foreign non-empty directory or a concurrent writer is refused).
+    Keywords: see :func:`_train_vae`."""
+    with claim_output_dir(out_dir, tool="elbo-lab train vae", legacy=(CHECKPOINT_NAME,)):
+        return _train_vae(dataset, model_config, config, out_dir, **kw)
+
+
+def _train_vae(
     dataset: Dataset,
     model_config: VAEConfig,
     config: TrainConfig,
