@@ -53,7 +53,7 @@ def test_derivation_verifies(name):
         ("simple_loss", {"expected": (e10.m - e10.eps_hat) ** 2}, "Given x_t"),
         ("simple_loss", {"minimiser": e10.m / 2}, "the minimiser over ε̂"),
         ("continuous_time", {"term_x0": e12.HALF * (e12.snr_prev_s / e12.snr_s - 1) * e12.err2}, "x_0-form"),
-        ("continuous_time", {"integrand": e12.HALF * e12.dsnr_dt * e12.err2}, "Riemann sum"),
+        ("continuous_time", {"integrand": e12.HALF * e12.dsnr_dt * e12.err2}, "The integrand in t"),
     ],
 )
 def test_wrong_claim_is_reported(name, claims, failing):

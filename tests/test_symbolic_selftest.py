@@ -5,18 +5,16 @@ import pytest
 import sympy as sp
 
 from elbo_lab.cli import main
-from elbo_lab.symbolic import build, get
+from elbo_lab.symbolic import build, get, names
+from elbo_lab.symbolic import eps_weight as e9
+from elbo_lab.symbolic import sampling_step as e11
 from elbo_lab.symbolic import vae_elbo as e3
 from elbo_lab.symbolic.core import DELTA, Derivation, equal, holds, perturbations
-
-# Derivations whose every step's check depends on its step and whose every export is a checked step's result.
-# E7-E12 still have surviving steps (listed by `elbo-lab derive --self-test`): open items of issue 11.
-CLEAN = ["gaussian_kl", "reparameterization", "vae_elbo", "linear_gaussian", "forward_marginal", "posterior"]
 
 a, b = sp.symbols("a b", positive=True)
 
 
-@pytest.mark.parametrize("name", CLEAN)
+@pytest.mark.parametrize("name", names())
 def test_every_check_refuses_its_perturbed_step(name):
     d = get(name)
     results = d.self_test()
@@ -97,16 +95,72 @@ def test_inequalities_print_as_relations():
     assert "≤" in iwae.text()
 
 
-def test_cli_self_test_exit_codes(capsys):
+def test_cli_self_test_exit_codes(capsys, monkeypatch):
     assert main(["derive", "--self-test", "gaussian_kl", "posterior"]) == 0
     out = capsys.readouterr().out
     assert "steps tested, 0 survived" in out
-    assert main(["derive", "--self-test", "mean_matching"]) == 1  # E8 still has surviving steps (open)
+    # a derivation with a vacuous step (its check never reads the step) makes the self-test exit 1
+    import elbo_lab.symbolic as symbolic
+
+    vacuous = Derivation("gaussian_kl", "E1", "t", "none")
+    vacuous.step("never reads the after", a * b, "unrelated", holds(lambda: True, "always true"))
+    monkeypatch.setattr(symbolic, "get", lambda name: vacuous)
+    assert main(["derive", "--self-test", "gaussian_kl"]) == 1
     out = capsys.readouterr().out
-    assert "survived check does not read the after-expression" in out
+    assert "survived check does not read the after-expression" in out and "1 survived" in out
+
+
+def _rerun(step, wrong):
+    """Re-run ``step``'s check with ``wrong`` in place of its after-expression (what a wrong export would meet)."""
+    slots = step.check.slots(step.after)
+    args = list(step.check.args)
+    for i in slots:
+        args[i] = wrong
+    return step.check.run(tuple(args))[0]
+
+
+def test_seeded_e9_weight_snr_swapped():
+    d = get("eps_weight")
+    r = d.result("weight_snr")
+    step = d.steps[r.step - 1]
+    assert step.statement.startswith("In SNR form") and step.check.run()[0]
+    swapped = r.expr.xreplace({e9.snr_s: e9.snr_prev_s, e9.snr_prev_s: e9.snr_s})
+    assert swapped != r.expr
+    assert not _rerun(step, swapped)
+    # and as a claim: ✗ at that step
+    failed = _failed_steps(
+        build(
+            "eps_weight", weight_snr=e9.TEXTBOOK_WEIGHT_SNR.xreplace({e9.snr_s: e9.snr_prev_s, e9.snr_prev_s: e9.snr_s})
+        ).verify()
+    )
+    assert failed == [step.statement]
+
+
+def test_seeded_e11_sigma_squared_times_z():
+    d = get("sampling_step")
+    r = d.result("step")
+    step = d.steps[r.step - 1]
+    assert step.check.run()[0]
+    wrong_step = r.expr.xreplace({sp.sqrt(e11.sigma2): e11.sigma2})
+    assert wrong_step != r.expr
+    assert not _rerun(step, sp.Tuple(step.after[0], wrong_step))
 
 
 def test_special_cases_carry_a_printed_scope():
     text = get("gaussian_kl").verify().render_text()
     assert "[special case: D = 3]" in text
     assert "assumes: var1 > 0" in text
+
+
+def test_readable_text_and_latex():
+    x0_step = get("eps_weight").steps[0]
+    assert x0_step.text() == "x_0 = (-ε*√(1 - ᾱ_t) + x_t)/√ᾱ_t"  # not sqrt(-alpha_bar_prev*(1 - beta) + 1)
+    assert r"\sqrt{1 - \bar\alpha_t}" in x0_step.latex()
+    # E2 step 1 used to read `z = εσ + μ = ε = (z−μ)/σ`; now the sample alone, with its inverse in the statement
+    e2_first = get("reparameterization").steps[0]
+    assert e2_first.text() == "z = ε*σ + μ" and "(z − mu)/sigma" in e2_first.statement
+    # two equations are shown as equivalent, never as equal
+    stationary = next(s for s in get("linear_gaussian").steps if "∇_(m, v) gap = 0" in s.statement)
+    assert " ⇔ " in stationary.text() and r"\iff" in stationary.latex()
+    # a symbol written in LaTeX is kept as written
+    assert get("eps_weight").steps[2].latex().startswith(r"\tilde\mu_t - \mu_\theta = ")

@@ -450,9 +450,20 @@ class Step:
         if self.kind not in KINDS:
             raise ValueError(f"unknown step kind {self.kind!r}; one of {sorted(KINDS)}")
 
+    def _relation(self) -> str:
+        # between two equations (or tuples of them) "=" would be false as written: they are equivalent
+        def is_eq(e):
+            return isinstance(e, sp.Equality) or (
+                isinstance(e, sp.Tuple) and any(isinstance(a, sp.Equality) for a in e)
+            )
+
+        if self.relation == "=" and is_eq(self.before) and is_eq(self.after):
+            return "<=>"
+        return self.relation
+
     def latex(self) -> str:
-        rel = {"=": "=", ">=": r"\geq", "<=": r"\leq", "->": r"\to", "=>": r"\Rightarrow"}.get(
-            self.relation, self.relation
+        rel = {"=": "=", ">=": r"\geq", "<=": r"\leq", "->": r"\to", "=>": r"\Rightarrow", "<=>": r"\iff"}.get(
+            self._relation(), self._relation()
         )
         after = _latex(self.after)
         if self.before is None:
@@ -463,7 +474,7 @@ class Step:
         after = _text(self.after)
         if self.before is None:
             return after
-        rel = {">=": "≥", "<=": "≤", "->": "→", "=>": "⇒"}.get(self.relation, self.relation)
+        rel = {">=": "≥", "<=": "≤", "->": "→", "=>": "⇒", "<=>": "⇔"}.get(self._relation(), self._relation())
         return f"{_text(self.before)} {rel} {after}"
 
     def self_test(self) -> SelfTest:
@@ -488,6 +499,10 @@ class Step:
 LATEX_NAMES = {
     "alpha_bar": r"\bar\alpha_t",
     "alpha_bar_prev": r"\bar\alpha_{t-1}",
+    "mu1": r"\mu_1",
+    "mu2": r"\mu_2",
+    "mu_theta": r"\mu_\theta",
+    "delta": r"\delta",
     "alpha": r"\alpha_t",
     "beta": r"\beta_t",
     "sigma2": r"\sigma_t^2",
@@ -511,19 +526,106 @@ LATEX_NAMES = {
 }
 
 
+# ... and in text (unicode; the code names stay plain identifiers).
+TEXT_NAMES = {
+    "alpha_bar": "ᾱ_t",
+    "alpha_bar_prev": "ᾱ_{t−1}",
+    "alpha": "α_t",
+    "beta": "β_t",
+    "sigma2": "σ_t²",
+    "x0": "x_0",
+    "xt": "x_t",
+    "x_prev": "x_{t−1}",
+    "eps": "ε",
+    "eps_hat": "ε̂",
+    "snr": "SNR(t)",
+    "snr_prev": "SNR(t−1)",
+    "snr_min": "SNR_min",
+    "snr_max": "SNR_max",
+    "var1": "σ₁²",
+    "var2": "σ₂²",
+    "mu1": "μ₁",
+    "mu2": "μ₂",
+    "mu": "μ",
+    "sigma": "σ",
+    "var_q": "σ_q²",
+    "var_p": "σ_p²",
+    "mu_q": "μ_q",
+    "mu_p": "μ_p",
+    "mu_theta": "μ_θ",
+    "err2": "‖x_0 − x̂_0‖²",
+    "s2": "s²",
+    "delta": "δ",
+}
+
+_ABP, _BETA = sp.Symbol("alpha_bar_prev", positive=True), sp.Symbol("beta", positive=True)
+_AB, _ALPHA = sp.Symbol("alpha_bar", positive=True), sp.Symbol("alpha", positive=True)
+
+
+def display(e):
+    """An equal form of ``e`` for display only: 1 − ᾱ_{t−1}(1 − β_t) (in whatever expanded form) shown as 1 − ᾱ_t,
+    √ᾱ_{t−1}·√(1 − β_t) as √ᾱ_t, α_t ᾱ_{t−1} as ᾱ_t (ᾱ_t = α_t ᾱ_{t−1}, α_t = 1 − β_t; the E5-E11 conventions)."""
+    if not isinstance(e, sp.Basic) or isinstance(e, sp.MatrixBase):
+        return e
+    syms = e.free_symbols
+    if _ABP not in syms or not ({_BETA, _ALPHA} & syms):
+        return e
+
+    def shorter(a):
+        cand = sp.expand(a.xreplace({_BETA: 1 - _ALPHA})).subs(_ALPHA * _ABP, _AB)
+        if _ALPHA in cand.free_symbols and _ALPHA not in a.free_symbols:
+            return a
+        return cand if sp.count_ops(cand) < sp.count_ops(a) else a
+
+    try:
+        e = e.subs({sp.sqrt(_ABP) * sp.sqrt(1 - _BETA): sp.sqrt(_AB), _ALPHA * _ABP: _AB})
+        return e.replace(lambda x: isinstance(x, sp.Add) and x.has(_ABP) and x.has(_BETA, _ALPHA), shorter)
+    except Exception:  # noqa: BLE001 -- display only: fall back to the expression as it is
+        return e
+
+
+class _TextPrinter(sp.printing.str.StrPrinter):
+    """``sstr`` with unicode names (:data:`TEXT_NAMES`), √ for square roots, π, ≥/≤ for relations."""
+
+    def _print_Symbol(self, expr):
+        return TEXT_NAMES.get(expr.name, expr.name)
+
+    def _print_Pi(self, expr):
+        return "π"
+
+    def _print_Pow(self, expr, rational=False):
+        if expr.exp == sp.S.Half:
+            base = self._print(expr.base)
+            return f"√{base}" if expr.base.is_Atom else f"√({base})"
+        return super()._print_Pow(expr, rational=rational)
+
+    def _print_Relational(self, expr):
+        rel = _REL_TEXT.get(type(expr), expr.rel_op)
+        return f"{self._print(expr.lhs)} {rel} {self._print(expr.rhs)}"
+
+    def _print_Tuple(self, expr):
+        return "(" + ", ".join(self._print(a) for a in expr) + ")"
+
+
+_TEXT = _TextPrinter()
+
+
 def _latex(e: sp.Basic) -> str:
     if isinstance(e, str):
         return e
-    names = {sym: LATEX_NAMES[sym.name] for sym in e.free_symbols if getattr(sym, "name", None) in LATEX_NAMES}
+    e = display(e)
+    if not isinstance(e, sp.Basic):
+        return sp.latex(e)
+    symbols = e.atoms(sp.Symbol)  # bound variables too (∫ ... dε)
+    names = {sym: LATEX_NAMES[sym.name] for sym in symbols if sym.name in LATEX_NAMES}
+    names |= {sym: sym.name for sym in symbols if sym.name.startswith("\\")}  # names written in LaTeX already
     return sp.latex(e, symbol_names=names)
 
 
 def _text(e: sp.Basic) -> str:
     if isinstance(e, str):
         return e
-    if type(e) in _REL_TEXT:
-        return f"{_text(e.lhs)} {_REL_TEXT[type(e)]} {_text(e.rhs)}"
-    return sp.sstr(e)
+    return _TEXT.doprint(display(e))
 
 
 @dataclass

@@ -44,6 +44,7 @@ def build(*, xt_coef=TEXTBOOK_XT_COEF, eps_coef=TEXTBOOK_EPS_COEF) -> Derivation
     from . import get
 
     d = Derivation("sampling_step", "E11", "The sampling step is a draw from p_θ(x_{t−1}|x_t)", "Sampling")
+    d.assume("0 < β_t < 1, α_t = 1 − β_t", "0 < ᾱ_t = α_t ᾱ_{t−1} ≤ ᾱ_{t−1} ≤ 1", "σ_t² > 0 (t ≥ 2)")
 
     po = get("posterior")  # E6
     beta_tilde = po.result("variance").at(beta, alpha_bar_prev)
@@ -77,7 +78,9 @@ def build(*, xt_coef=TEXTBOOK_XT_COEF, eps_coef=TEXTBOOK_EPS_COEF) -> Derivation
         "x_{t−1} = μ_θ + σ_t z is E2's reparameterized sample with mu = μ_θ, sigma = σ_t, eps = z",
         step_expr,
         "E2 `reparameterization` result `sample`",
-        equal(as_e2, step_expr, method="expand"),
+        holds(
+            lambda e: (sp.expand(as_e2 - e) == 0, "E2's sample at (μ_θ, σ_t, z), expanded"), "E2's sample", step_expr
+        ),
         before=sp.Symbol("x_{t-1}"),
     )
 
@@ -117,27 +120,48 @@ def build(*, xt_coef=TEXTBOOK_XT_COEF, eps_coef=TEXTBOOK_EPS_COEF) -> Derivation
         before=sp.Symbol(r"x_0 - \mu_\theta(x_1)"),
     )
 
-    def variance_choices() -> tuple[bool, str]:
-        # both DDPM choices are valid variances (positive for t ≥ 2) and β̃_t ≤ β_t (ratio (1−ᾱ_{t−1})/(1−ᾱ_t) ≤ 1)
+    def variance_choices(rel) -> tuple[bool, str]:
+        # both DDPM choices are valid variances (positive for t ≥ 2) and β̃_t < β_t (ratio (1−ᾱ_{t−1})/(1−ᾱ_t) < 1)
+        if not isinstance(rel, sp.StrictLessThan):
+            return False, f"not a strict upper bound: {rel}"
         k, j = sp.symbols("k j", positive=True)
         sub = {beta: 1 / (1 + k), alpha_bar_prev: 1 / (1 + j)}  # 0 < β_t < 1, 0 < ᾱ_{t−1} < 1
-        bt = sp.factor(sp.cancel(beta_tilde.subs(sub)))
-        gap = sp.factor(sp.cancel((beta - beta_tilde).subs(sub)))
+        bt = sp.factor(sp.cancel(rel.lhs.subs(sub)))
+        gap = sp.factor(sp.cancel((rel.rhs - rel.lhs).subs(sub)))
         return bt.is_positive is True and gap.is_positive is True, f"β̃_t = {bt} > 0, β_t − β̃_t = {gap} > 0"
 
+    choices = sp.Lt(beta_tilde, beta)
     d.step(
         "Either DDPM variance works: 0 < β̃_t < β_t for t ≥ 2 (the step is an exact draw for whichever σ_t² is chosen)",
-        sp.Lt(beta_tilde, beta),
+        choices,
         "β̃_t = β_t (1−ᾱ_{t−1})/(1−ᾱ_t) and 1 − ᾱ_{t−1} < 1 − ᾱ_t",
-        holds(variance_choices, "signs on a parameterization of all valid schedules"),
+        holds(
+            variance_choices, "signs on a parameterization of all valid schedules (β = 1/(1+k), ᾱ = 1/(1+j))", choices
+        ),
     )
 
     # exported with each coefficient simplified (the derived sum of fractions is equal but wasteful to evaluate)
     mean_simple = sum(sp.simplify(sp.expand(mu_theta).coeff(g)) * g for g in (xt, eps_hat))
+    exported = sp.Tuple(mean_simple, mean_simple + sp.sqrt(sigma2) * z)
+
+    def same_step(forms) -> tuple[bool, str]:
+        mean_form, step_form = forms
+        ok_mean = coefficients_equal(mean_form, mu_theta, [xt, eps_hat], degree=1).run()[0]
+        ok_step = coefficients_equal(step_form, step_expr, [xt, eps_hat, z], degree=1).run()[0]
+        noise = sp.expand(step_form).coeff(z)
+        ok_law = sp.simplify(noise**2 - sigma2) == 0  # the law N(μ_θ, σ_t²): the noise coefficient squared is σ_t²
+        return ok_mean and ok_step and ok_law, f"mean {ok_mean}; step {ok_step}; (coefficient of z)² = {noise**2}"
+
+    d.step(
+        "The exported forms, each coefficient simplified: μ_θ and x_{t−1} = μ_θ + √σ_t² z",
+        exported,
+        "equal to the derived mean and step as polynomials in (x_t, ε_θ, z); the z-coefficient squared is σ_t²",
+        holds(same_step, "polynomial identities in (xt, eps_hat, z) and the variance of the noise term", exported),
+    )
     d.export("mean", mean_simple, (xt, eps_hat, beta, alpha_bar_prev), "μ_θ")
     d.export(
         "step",
-        mean_simple + sp.sqrt(sigma2) * z,
+        exported[1],
         (xt, eps_hat, z, beta, alpha_bar_prev, sigma2),
         "x_{t−1} = μ_θ + √σ² z",
     )

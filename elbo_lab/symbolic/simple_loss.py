@@ -28,7 +28,7 @@ from __future__ import annotations
 import sympy as sp
 
 from .algebra import expect_moments
-from .core import Derivation, equal, holds, is_zero
+from .core import Derivation, holds
 
 w = sp.Symbol("w", positive=True)
 v = sp.Symbol("v", positive=True)  # Var[ε | x_t]
@@ -55,6 +55,7 @@ def build(*, expected=TEXTBOOK_EXPECTED, minimiser=TEXTBOOK_MINIMISER) -> Deriva
     from . import get
 
     d = Derivation("simple_loss", "E10", "L_simple: the weights dropped", "Simplified diffusion objective")
+    d.assume("0 < β_t < 1, 0 < ᾱ_{t−1} < 1 (t ≥ 2)", "σ_t² > 0", "Var[ε|x_t] = v > 0")
     e9 = get("eps_weight")
     weight = e9.result("weight")
     b_s, abp_s, s2_s = weight.args
@@ -70,8 +71,13 @@ def build(*, expected=TEXTBOOK_EXPECTED, minimiser=TEXTBOOK_MINIMISER) -> Deriva
         weighted,
         "E9 `eps_weight` result `weight`; positive for 0 < β_t < 1, 0 < ᾱ_{t−1} < 1, σ_t² > 0",
         holds(
-            lambda: (w_kj.is_positive is True, f"w(β = 1/(1+k), ᾱ_(t−1) = 1/(1+j)) = {w_kj}, positive for k, j > 0"),
-            "sign of the E9 weight on a parameterization of all valid schedules",
+            lambda e: (
+                w_kj.is_positive is True
+                and sp.cancel(e.subs(w, weight.expr) - weight.expr * (eps - eps_hat) ** 2) == 0,
+                f"w(β = 1/(1+k), ᾱ_(t−1) = 1/(1+j)) = {w_kj}, positive for k, j > 0; the term is w_t (ε − ε_θ)²",
+            ),
+            "sign of the E9 weight on a parameterization of all valid schedules; the term at w_t = E9's weight",
+            weighted,
         ),
         before=sp.Symbol(r"L_{t-1} - C_t"),
     )
@@ -81,7 +87,7 @@ def build(*, expected=TEXTBOOK_EXPECTED, minimiser=TEXTBOOK_MINIMISER) -> Deriva
         "L_simple drops the weights: its per-step term is (ε − ε_θ)² = (L_{t−1} − C_t)/w_t",
         simple,
         "set w_t = 1 for every t (and sample t uniformly)",
-        equal(simple, weighted / w),
+        holds(lambda e: (sp.expand(e * w - weighted) == 0, "w_t · (after) == L_{t−1} − C_t"), "multiply back", simple),
         before=sp.Symbol(r"\ell_{\mathrm{simple},t}"),
     )
 
@@ -90,13 +96,22 @@ def build(*, expected=TEXTBOOK_EXPECTED, minimiser=TEXTBOOK_MINIMISER) -> Deriva
     expected_derived = expect_moments(weighted, eps, moments)
     d.step(
         "Given x_t: E[w (ε − ε̂)² | x_t] = w (Var[ε|x_t] + (E[ε|x_t] − ε̂)²)",
-        w * expected,
+        expected_derived,
         "expand the square; linearity of E with E[ε|x_t] = m, E[ε²|x_t] = v + m²",
-        equal(expected_derived, w * expected, method="expand"),
+        holds(
+            lambda e: (
+                sp.expand(expect_moments(weighted, eps, moments) - e) == 0 and sp.expand(e - w * expected) == 0,
+                f"E over ε from its moments; the claimed w·({expected})",
+            ),
+            "expectation from the moments, compared with the claim",
+            expected_derived,
+        ),
         before=sp.Symbol(r"\mathbb{E}[w(\epsilon-\hat\epsilon)^2\mid x_t]"),
+        kind="computed",
     )
 
-    def same_minimiser() -> tuple[bool, str]:
+    def same_minimiser(eq) -> tuple[bool, str]:
+        minimiser = eq.rhs
         crit = sp.solve(sp.diff(expected_derived, eps_hat), eps_hat)
         crit_simple = sp.solve(sp.diff(expected_derived.subs(w, 1), eps_hat), eps_hat)
         curvature = sp.diff(expected_derived, eps_hat, 2)
@@ -109,11 +124,12 @@ def build(*, expected=TEXTBOOK_EXPECTED, minimiser=TEXTBOOK_MINIMISER) -> Deriva
         )
         return ok, f"critical point {crit} (weighted), {crit_simple} (w = 1); curvature {curvature} > 0"
 
+    minimum = sp.Eq(sp.Symbol(r"\hat\epsilon^*"), minimiser)
     d.step(
         "Per step, the minimiser over ε̂ is the conditional mean E[ε|x_t], with or without the weight",
-        sp.Eq(sp.Symbol(r"\hat\epsilon^*"), minimiser),
+        minimum,
         "d/dε̂ w(v + (m − ε̂)²) = 2w(ε̂ − m) vanishes at ε̂ = m for every w > 0; the curvature 2w is positive",
-        holds(same_minimiser, "solve the stationarity condition, weighted and unweighted"),
+        holds(same_minimiser, "solve the stationarity condition, weighted and unweighted", minimum),
     )
 
     # 3. With one free ε̂_t per step (unlimited capacity) the whole sum is minimised term by term.
@@ -124,26 +140,33 @@ def build(*, expected=TEXTBOOK_EXPECTED, minimiser=TEXTBOOK_MINIMISER) -> Deriva
     es = sp.symbols(f"epsh_1:{n + 1}", real=True)
     total = sum(expected_derived.subs({w: a, m: b, v: c, eps_hat: e}) for a, b, c, e in zip(ws, ms, vs, es))
 
-    def sum_minimiser() -> tuple[bool, str]:
+    def sum_minimiser(claim) -> tuple[bool, str]:
         sol = sp.solve([sp.diff(total, e) for e in es], es, dict=True)
         sol1 = sp.solve([sp.diff(total.subs(dict.fromkeys(ws, 1)), e) for e in es], es, dict=True)
-        ok = sol == sol1 == [dict(zip(es, ms))]
+        ok = sol == sol1 == [dict(zip(es, list(claim)))]
         return ok, f"weighted: {sol}; unweighted: {sol1}"
 
+    minimisers = sp.Matrix(ms)
     d.step(
-        f"With a free prediction per step (T = {n}), Σ_t w_t E_t and Σ_t E_t have the same minimiser ε̂_t = m_t",
-        sp.Matrix(ms),
+        "With a free prediction per step, Σ_t w_t E_t and Σ_t E_t have the same minimiser ε̂_t = m_t",
+        minimisers,
         "the sum separates: ε̂_t appears only in its own term",
-        holds(sum_minimiser, "solve the joint stationarity conditions for weighted and unit weights"),
+        holds(sum_minimiser, "solve the joint stationarity conditions for weighted and unit weights", minimisers),
         before=sp.Matrix(es),
+        scope=f"T = {n}",
+        kind="computed",
     )
 
     # 4. What changes: gradients are rescaled per step, and the weights are far from constant.
     d.step(
         "A step's gradient is rescaled by w_t: its direction is unchanged, the balance between steps is not",
-        w * sp.diff(simple, eps_hat),
+        rescaled := w * sp.diff(simple, eps_hat),
         "w_t is a constant factor of step t's term",
-        is_zero(sp.diff(weighted, eps_hat) - w * sp.diff(simple, eps_hat), method="expand"),
+        holds(
+            lambda e: (sp.expand(sp.diff(weighted, eps_hat) - e) == 0, "d/dε̂ of the weighted term, expanded"),
+            "differentiate the weighted term; compare",
+            rescaled,
+        ),
         before=sp.diff(weighted, eps_hat),
     )
 
@@ -153,7 +176,9 @@ def build(*, expected=TEXTBOOK_EXPECTED, minimiser=TEXTBOOK_MINIMISER) -> Deriva
     w_exact = [weight_post.at(betas[t - 1], alpha_bars[t - 1]) for t in range(2, T_EXAMPLE + 1)]
     c = sp.Symbol("c", positive=True)
 
-    def not_proportional() -> tuple[bool, str]:
+    def not_proportional(shown) -> tuple[bool, str]:
+        if len(shown) != len(w_exact) or any(abs(a - b) > sp.Rational(1, 1000) * b for a, b in zip(shown, w_exact)):
+            return False, "the displayed weights are not the exact ones to 4 digits"
         rational = all(isinstance(x, sp.Rational) for x in w_exact)
         no_c = sp.solve([c * x - 1 for x in w_exact], c) == []
         ratio = max(w_exact) / min(w_exact)
@@ -165,10 +190,11 @@ def build(*, expected=TEXTBOOK_EXPECTED, minimiser=TEXTBOOK_MINIMISER) -> Deriva
     d.step(
         f"For the linear schedule (β from 1e-4 to 0.02, T = {T_EXAMPLE}, exact rationals) the weights w_t at "
         "σ_t² = β̃_t are not constant, so L_simple is not a positive multiple of the bound: it is not a bound on −log p",
-        sp.Matrix([sp.N(x, 4) for x in w_exact]).T,
+        shown := sp.Matrix([sp.N(x, 4) for x in w_exact]).T,
         "E9 `weight_posterior` at each t = 2..T; the system c·w_t = 1 (all t) has no solution",
-        holds(not_proportional, "exact weights; solve c·w_t = 1 for all t"),
+        holds(not_proportional, "displayed = exact weights (4 digits); solve c·w_t = 1 for all t", shown),
         before=sp.Symbol(r"(w_2, \dots, w_T)"),
+        scope=f"linear schedule, T = {T_EXAMPLE}",
     )
 
     d.export("weighted_term", weighted, (w, eps, eps_hat), "w (ε − ε̂)²: the bound's term L_{t−1} − C_t, nats")
