@@ -24,7 +24,7 @@ import torch
 
 from .errors import ElboLabError
 
-__all__ = ["Dist", "setup", "shard_range", "weights_digest"]
+__all__ = ["BatchInvariant", "Dist", "setup", "shard_range", "sharded_bound", "weights_digest"]
 
 
 @dataclass
@@ -147,3 +147,100 @@ def weights_digest(module: torch.nn.Module) -> str:
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+def sharded_bound(dist: Dist, eps_model, schedule, x0: torch.Tensor, **kw):
+    """:func:`elbo_lab.bound.variational_bound` of ``x0`` with its images split into contiguous blocks across the
+    ranks and the per-image results gathered, in image order, on rank 0 (which gets the whole
+    :class:`~elbo_lab.bound.BoundResult`; other ranks get None).  In one process: ``variational_bound`` itself.
+
+    Image i is evaluated with image id i (``image_ids``), so its ε and its steps are the ones one process would
+    draw; the importance proposal, when not given, is estimated on rank 0 from the same pilot images and with the
+    same arguments as ``variational_bound`` uses, then broadcast (its evaluations are counted once).
+    """
+    import inspect
+    from dataclasses import fields
+
+    from .bound import BoundResult, estimate_proposal, pilot_steps, variational_bound
+
+    if not dist.enabled:
+        return variational_bound(eps_model, schedule, x0, **kw)
+    if "image_ids" in kw:
+        raise ValueError("sharded_bound assigns image_ids itself (the images' indices in x0)")
+    N = x0.shape[0]
+    n_pilot = 0
+    if kw.get("estimator") == "importance" and kw.get("proposal") is None:
+        defaults = inspect.signature(variational_bound).parameters
+        n_p = max(1, min(kw.get("pilot_images", defaults["pilot_images"].default), N))
+        grid = kw.get("pilot_grid", defaults["pilot_grid"].default)
+        proposal = None
+        if dist.is_main:
+            pk = {name: kw[name] for name in ("model", "variance", "decoder", "levels", "form") if name in kw}
+            proposal = estimate_proposal(
+                eps_model,
+                schedule,
+                x0[:n_p],
+                grid=grid,
+                generator=kw.get("generator"),
+                chunk_size=kw.get("chunk_size", defaults["chunk_size"].default),
+                image_ids=torch.arange(n_p),
+                model_dtype=kw.get("model_dtype") or x0.dtype,
+                **pk,
+            ).cpu()
+        kw = {**kw, "proposal": dist.broadcast(proposal).to(x0.device)}
+        n_pilot = n_p * len(pilot_steps(schedule.T, grid))
+    start, stop = shard_range(N, dist.rank, dist.world)
+    local = None
+    if stop > start:
+        res = variational_bound(eps_model, schedule, x0[start:stop], image_ids=torch.arange(start, stop), **kw)
+        local = {f.name: getattr(res, f.name) for f in fields(res)}
+        local = {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in local.items()}
+    parts = [p for p in dist.gather(local) or [] if p is not None]
+    if not dist.is_main:
+        return None
+    n_local = [int(p["total"].shape[0]) for p in parts]
+    merged = {}
+    for name, first in parts[0].items():
+        values = [p[name] for p in parts]
+        per_image = (
+            torch.is_tensor(first)
+            and name != "proposal"
+            and all(torch.is_tensor(v) and v.ndim >= 1 and v.shape[0] == n for v, n in zip(values, n_local))
+        )
+        if per_image:
+            merged[name] = torch.cat(values)
+        elif name == "n_evals":
+            merged[name] = sum(values) + n_pilot
+        elif name == "n_pilot_evals":
+            merged[name] = n_pilot
+        else:
+            merged[name] = first
+    return BoundResult(**merged)
+
+
+class BatchInvariant:
+    """Calls an ε-model on micro-batches of exactly ``rows`` rows (the last one padded by repeating its first row,
+    the padding's outputs dropped), so that each row's output does not depend on how many rows it was evaluated
+    with.  Needed because float32 kernels choose their algorithm by batch size (measured on this CPU: rows of a
+    batch of ≤ 10 differ by ~3e-8 from the same rows in a batch of 50), and sharding changes the batch sizes.
+    Cost: at most ``rows`` − 1 padded rows per call.  ``schedule`` is passed through."""
+
+    def __init__(self, model, rows: int = 256):
+        if rows < 1:
+            raise ValueError(f"rows must be >= 1, got {rows}")
+        self.model, self.rows = model, rows
+        self.schedule = getattr(model, "schedule", None)
+
+    def __call__(self, xt: torch.Tensor, k: torch.Tensor):
+        outs = []
+        for i in range(0, xt.shape[0], self.rows):
+            x, kk = xt[i : i + self.rows], k[i : i + self.rows]
+            n = x.shape[0]
+            if n < self.rows:
+                x = torch.cat([x, x[:1].expand(self.rows - n, *x.shape[1:])])
+                kk = torch.cat([kk, kk[:1].expand(self.rows - n)])
+            out = self.model(x, kk)
+            outs.append(tuple(o[:n] for o in out) if isinstance(out, (tuple, list)) else out[:n])
+        if isinstance(outs[0], tuple):
+            return tuple(torch.cat(parts) for parts in zip(*outs))
+        return torch.cat(outs)

@@ -108,13 +108,8 @@ def _term_stats(terms) -> tuple[list, list, list]:
 
 
 def main(args: argparse.Namespace) -> int:
-    import torch
-
-    from ..bound import ModelSpec, variational_bound
-    from ..data import load_data
-    from ..ddpm.checkpoint import load_model, resolve_checkpoint
-    from ..ddpm.model import device_description, resolve_device
-    from ..io import atomic_write_json, check_output_file
+    from ..ddpm.model import resolve_device
+    from ..io import check_output_file
 
     if args.budget < 2:
         raise ElboLabError(f"--budget must be >= 2, got {args.budget}")
@@ -124,7 +119,25 @@ def main(args: argparse.Namespace) -> int:
         raise ElboLabError("give exactly one model: a CHECKPOINT or --diffusers DIR")
     if args.json:
         check_output_file(args.json, "--json")  # before the computing
-    device = resolve_device(args.device)
+    from ..distributed import setup
+
+    dist, device_spec = setup(args.device)  # torchrun: images sharded across the ranks, gathered on rank 0
+    try:
+        return _main(args, dist, resolve_device(device_spec))
+    finally:
+        dist.close()
+
+
+def _main(args: argparse.Namespace, dist, device) -> int:
+    import torch
+
+    from ..bound import ModelSpec
+    from ..data import load_data
+    from ..ddpm.checkpoint import load_model, resolve_checkpoint
+    from ..ddpm.model import device_description
+    from ..distributed import BatchInvariant, sharded_bound
+    from ..io import atomic_write_json
+
     if args.diffusers is not None:
         path, model, ckpt, ds = _diffusers_source(args, device)
     else:
@@ -155,8 +168,9 @@ def main(args: argparse.Namespace) -> int:
     mspec = dataclasses.replace(
         mspec, variance=args.variance or mspec.variance, clip_denoised=args.clip_denoised or mspec.clip_denoised
     )
-    res = variational_bound(
-        model,
+    res = sharded_bound(
+        dist,
+        BatchInvariant(model),  # the same per-image numbers whatever the batching (1 or N processes)
         model.schedule,
         x,
         model=mspec,
@@ -166,6 +180,8 @@ def main(args: argparse.Namespace) -> int:
         model_dtype=torch.float64,
         bits_per_dim=True,
     )
+    if not dist.is_main:
+        return 0
     T = model.schedule.T
     mean, se, cnt = _term_stats(res.terms.cpu())
     prior = float(res.prior.mean())
@@ -181,7 +197,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"model: {ckpt['describe']}")
     else:
         print(f"checkpoint: {path} (step {ckpt.get('step')}, {args.weights} weights, trained on {ckpt.get('device')})")
-    print(f"device: {dev}")
+    print(f"device: {dev}" + (f"; {dist.describe()}, images sharded across them" if dist.enabled else ""))
     print(
         f"data: {ds.name} {args.split} split, {res.N} images, D = {res.dim}, {info['levels']} levels; "
         f"{cfg['param']} output, T = {T}"
@@ -231,6 +247,7 @@ def main(args: argparse.Namespace) -> int:
                 "estimator": est,
                 "num_samples": res.num_samples,
                 "n_evals": res.n_evals,
+                "processes": dist.world,  # torchrun: images sharded across the ranks (per-image numbers unchanged)
                 "n_pilot_evals": res.n_pilot_evals,
                 "units": "bits/dim",
                 "quantity": "negative-log-likelihood bound (>= -log p)",
@@ -245,6 +262,7 @@ def main(args: argparse.Namespace) -> int:
                 "terms_count": cnt,
                 "groups": rows,
                 "per_pixel_baseline": baseline,
+                "per_image": {"total": res.total.tolist(), "stderr": res.stderr.tolist()},  # bits/dim, split order
             },
         )
     return 0
