@@ -223,9 +223,10 @@ class BatchInvariant:
     the padding's outputs dropped), so that each row's output does not depend on how many rows it was evaluated
     with.  Needed because float32 kernels choose their algorithm by batch size (measured on this CPU: rows of a
     batch of ≤ 10 differ by ~3e-8 from the same rows in a batch of 50), and sharding changes the batch sizes.
-    Cost: at most ``rows`` − 1 padded rows per call.  ``schedule`` is passed through."""
+    Cost: at most ``rows`` − 1 padded rows per call (``bound`` uses 32 rows on the CPU, 256 on a GPU).
+    ``schedule`` is passed through."""
 
-    def __init__(self, model, rows: int = 256):
+    def __init__(self, model, rows: int = 32):
         if rows < 1:
             raise ValueError(f"rows must be >= 1, got {rows}")
         self.model, self.rows = model, rows

@@ -170,7 +170,7 @@ def _main(args: argparse.Namespace, dist, device) -> int:
     )
     res = sharded_bound(
         dist,
-        BatchInvariant(model),  # the same per-image numbers whatever the batching (1 or N processes)
+        BatchInvariant(model, rows=256 if device.type == "cuda" else 32),  # per-image numbers independent of batching
         model.schedule,
         x,
         model=mspec,
