@@ -129,10 +129,11 @@ def readonly_dir(request, tmp_path, monkeypatch):
     else:
         d.mkdir()
     (d / "precious.txt").write_text("the user's thesis\n")
+    (d / "empty").mkdir()  # an empty read-only --out (claimed without mkdir: the marker write must fail)
     if kind == "immutable":
-        if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(d)]).returncode != 0:
+        if shutil.which("chattr") is None or subprocess.run(["chattr", "-R", "+i", str(d)]).returncode != 0:
             pytest.skip("chattr +i is not available here")
-        request.addfinalizer(lambda: subprocess.run(["chattr", "-i", str(d)]))
+        request.addfinalizer(lambda: subprocess.run(["chattr", "-R", "-i", str(d)]))
     elif kind == "ro-mount":
         if subprocess.run(["mount", "-o", "remount,ro", str(d)], capture_output=True).returncode != 0:
             pytest.skip("cannot remount read-only")
@@ -321,6 +322,9 @@ def _writers(ddpm_run: Path, small_npz: Path, d: Path) -> dict[str, list]:
         "verify --json": ["verify", "no-such-claim", "--json", d / "v.json"],
         "sample --out": ["sample", ddpm_run, "--n", "2", "--device", "cpu", "--no-progress", "--out", d / "s.png"],
         "run --out": ["run", "--out", d / "results"],
+        "train vae, empty --out": vae_argv(small_npz, d / "empty"),
+        "train ddpm, empty --out": ddpm_argv(d / "empty"),
+        "run, empty --out": ["run", "--out", d / "empty"],
     }
 
 
@@ -333,7 +337,9 @@ def test_read_only_or_immutable_output(command, readonly_dir, ddpm_run, small_np
     expect_refusal(capsys, argv, [readonly_dir, ddpm_run], "cannot write")
 
 
-@pytest.mark.parametrize("command", ["train vae", "train ddpm", "bound --json", "sample --out", "derive --json"])
+@pytest.mark.parametrize(
+    "command", ["train vae", "train ddpm", "bound --json", "sample --out", "derive --json", "verify --json"]
+)
 def test_a_directory_where_a_file_belongs(command, ddpm_run, small_npz, tmp_path, capsys, keep_file):
     d = tmp_path / "target"
     d.mkdir()
@@ -341,10 +347,52 @@ def test_a_directory_where_a_file_belongs(command, ddpm_run, small_npz, tmp_path
         argv = vae_argv(small_npz, keep_file) if command == "train vae" else ddpm_argv(keep_file)
         expect_refusal(capsys, argv, [keep_file], "not a directory")
     else:
-        name = {"bound --json": "b.json", "sample --out": "s.png", "derive --json": "d.json"}[command]
+        name = {
+            "bound --json": "b.json",
+            "sample --out": "s.png",
+            "derive --json": "d.json",
+            "verify --json": "v.json",
+        }[command]
         (d / name).mkdir()
         (d / name / "inside.txt").write_text("x")
         expect_refusal(capsys, _writers(ddpm_run, small_npz, d)[command], [d, keep_file], "is a directory")
+
+
+CENTRAL = {  # a command -> the first function it calls into (made to fail with an OS or memory error)
+    "run": ("elbo_lab.run", "run_pipeline", ["run", "--out", "OUT"]),
+    "derive": ("elbo_lab.symbolic", "get", ["derive", "gaussian_kl"]),
+    "verify": ("elbo_lab.checks.registry", "run_claims", ["verify"]),
+    "train vae": ("elbo_lab.data", "load_data", ["train", "vae", "--out", "OUT", "--no-progress"]),
+    "train ddpm": ("elbo_lab.ddpm.train", "train", ["train", "ddpm", "--steps", "1", "--out", "OUT"]),
+    "bound": ("elbo_lab.ddpm.checkpoint", "load_model", ["bound", "CKPT", "--device", "cpu"]),
+    "sample": ("elbo_lab.ddpm.checkpoint", "load_model", ["sample", "CKPT", "--device", "cpu", "--out", "OUT.png"]),
+}
+FAILURES = {
+    "EROFS": lambda: OSError(errno.EROFS, os.strerror(errno.EROFS), "/somewhere"),
+    "EACCES": lambda: PermissionError(errno.EACCES, os.strerror(errno.EACCES), "/somewhere"),
+    "ENOSPC": lambda: OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)),
+    "EISDIR": lambda: IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), "/somewhere"),
+    "MemoryError": lambda: MemoryError(),
+    "CUDA out of memory": lambda: torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 9 GiB"),
+}
+
+
+@pytest.mark.parametrize("failure", FAILURES)
+@pytest.mark.parametrize("command", CENTRAL)
+def test_the_one_error_layer_catches_os_and_memory_errors_anywhere(command, failure, ddpm_run, tmp_path, capsys,
+                                                                   monkeypatch):  # fmt: skip
+    """Wherever an OSError or MemoryError comes from (not only our own writes), every command prints one line."""
+    import importlib
+
+    module, name, argv = CENTRAL[command]
+
+    def fail(*a, **k):
+        raise FAILURES[failure]()
+
+    monkeypatch.setattr(importlib.import_module(module), name, fail)
+    sub = {"OUT": tmp_path / "out", "OUT.png": tmp_path / "out.png", "CKPT": ddpm_run / "best.pt"}
+    line = expect_refusal(capsys, [sub.get(a, a) for a in argv], [ddpm_run])
+    assert ("memory" in line) == ("emory" in failure)
 
 
 def test_full_disk_bound_json_keeps_the_old_file(full_disk, ddpm_run, capsys):

@@ -19,7 +19,7 @@ import dataclasses
 import math
 
 from ..errors import DataError, ElboLabError
-from ..options import arg
+from ..options import MAX_BUDGET, arg
 
 HELP = "test bits/dim of a trained DDPM checkpoint with the per-term breakdown and standard errors"
 
@@ -51,7 +51,7 @@ def configure(p: argparse.ArgumentParser) -> None:
         type=arg("budget"),
         default=64,
         metavar="N",
-        help="timesteps per image for the sampled estimators (default 64)",
+        help=f"timesteps per image for the sampled estimators, 2..{MAX_BUDGET:,} (default 64)",
     )
     p.add_argument("--split", choices=("test", "train"), default="test", help="which split (default test)")
     p.add_argument("--data", default=None, metavar="digits|FILE", help="data (default: the checkpoint's)")

@@ -14,7 +14,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from ..errors import CheckpointError, ElboLabError
-from ..options import arg
+from ..options import MAX_T, arg
 
 HELP = "train a DDPM on digits or an array file (L_simple, L_vlb or hybrid; EMA; held-out bound; exact resume)"
 
@@ -71,7 +71,9 @@ def configure(p: argparse.ArgumentParser) -> None:
         help=f"network output: ε̂, or K logits per value turned into ε̂ (default {d.param})",
     )
     p.add_argument("--schedule", choices=("linear", "cosine"), default=None, help=f"noise schedule ({d.schedule})")
-    p.add_argument("--T", type=arg("T"), default=None, metavar="N", help=f"diffusion steps (default {d.T})")
+    p.add_argument(
+        "--T", type=arg("T"), default=None, metavar="N", help=f"diffusion steps, 2..{MAX_T:,} (default {d.T})"
+    )
     p.add_argument(
         "--beta-start", type=arg("beta_start"), default=None, help=f"linear schedule β_1 at T=1000 ({d.beta_start})"
     )
