@@ -164,3 +164,14 @@ def test_readable_text_and_latex():
     assert " ⇔ " in stationary.text() and r"\iff" in stationary.latex()
     # a symbol written in LaTeX is kept as written
     assert get("eps_weight").steps[2].latex().startswith(r"\tilde\mu_t - \mu_\theta = ")
+
+
+def test_log_identity_requires_positive_log_arguments():
+    from elbo_lab.symbolic.algebra import log_identity
+
+    beta = sp.Symbol("beta", positive=True)  # a schedule quantity: declared in (0, 1)
+    assert log_identity(sp.log(1 - beta) + sp.log(2), sp.log(2 - 2 * beta)).run()[0]
+    ok, detail = log_identity(sp.log(a - 1) + sp.log(2), sp.log(2 * a - 2)).run()  # a > 0 only: a − 1 may be ≤ 0
+    assert not ok and "not provably > 0" in detail
+    ok, _ = log_identity(sp.log(beta - 1), sp.log(beta - 1)).run()  # β − 1 < 0 on (0, 1)
+    assert not ok

@@ -38,6 +38,7 @@ Generic checks (``equal``, ``coefficients_equal``, ``integral_equals``, ...) liv
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache, reduce
@@ -405,6 +406,25 @@ def log_residual(diff: sp.Expr, gens: Sequence[sp.Symbol] = ()) -> str | None:
     return LogAlgebra([diff], gens)(diff).residual()
 
 
+# Schedule quantities declared in (0, 1) by the derivations' assumptions (0 < β_t < 1, 0 < ᾱ_t ≤ 1, r_t = √α_t).
+_UNIT_INTERVAL = re.compile(r"^(beta|alpha|alpha_bar|alpha_bar_prev|alpha_bar_t|r|beta_\d+|alpha_\d+|r_\d+)$")
+
+
+@cache
+def log_argument_positive(arg: sp.Expr) -> bool:
+    """Whether ``arg`` is provably > 0: by SymPy's assumptions on its symbols, or -- for the schedule quantities
+    declared in (0, 1) (β_t, α_t, ᾱ_t, ᾱ_{t−1}, r_t) -- after writing each as 1/(1 + k) with k > 0, which covers
+    exactly the interval (0, 1)."""
+    if arg.is_positive:
+        return True
+    unit = {
+        p: 1 / (1 + sp.Dummy(positive=True)) for p in arg.free_symbols if p.is_positive and _UNIT_INTERVAL.match(p.name)
+    }
+    if not unit:
+        return False
+    return sp.factor(sp.cancel(sp.together(arg.xreplace(unit)))).is_positive is True
+
+
 def log_identity(a: sp.Expr, b: sp.Expr, gens: Sequence[sp.Symbol] = (), *, description: str | None = None) -> Check:
     """Check ``a == b`` for sums of (Gaussian) log-densities: polynomials in ``gens`` over QQ(params), plus rational
     multiples of logs of positive expressions.
@@ -419,6 +439,10 @@ def log_identity(a: sp.Expr, b: sp.Expr, gens: Sequence[sp.Symbol] = (), *, desc
     where = f"as polynomials in {names} over QQ(parameters)" if gens else "as rational functions"
 
     def fn(a, b) -> tuple[bool, str]:
+        # log A is real only for A > 0 (and the product test below assumes it): every log's argument must be
+        bad = [L.args[0] for e in (a, b) for L in sp.sympify(e).atoms(sp.log) if not log_argument_positive(L.args[0])]
+        if bad:
+            return False, f"log argument not provably > 0 under the declared assumptions: {sp.sstr(bad[0])[:200]}"
         why = log_residual(sp.sympify(a) - sp.sympify(b), gens)
         return (True, f"equal {where}; log-normalisers cancel") if why is None else (False, why)
 

@@ -5,9 +5,17 @@ and a :class:`Check` -- a SymPy computation (``simplify(a - b) == 0``, an ``inte
 polynomial coefficients, a limit) that returns ``False`` when the step is wrong.  Nothing is checked at
 import time: :meth:`Derivation.verify` runs the checks and times them.
 
+Every check reads the step's after-expression among its arguments (:attr:`Check.args`), so the step can test its
+own check: :meth:`Step.self_test` re-runs it on ``after + δ``, ``after·(1 + δ)`` (δ a fresh symbol) and, for a
+relation, its reverse, and each must fail (``elbo-lab derive --self-test``).  Inequalities are proven as inequalities
+(:func:`convex_minimum` for a one-variable lemma, :func:`nonnegative_parts` for a certificate of non-negative parts,
+each a proven lemma's instance).  Steps carry a ``kind`` (computed by SymPy / typed and checked / special case) and,
+for a special case, a printed ``scope`` ("T = 3"); a derivation declares its assumptions (:meth:`Derivation.assume`).
+
 A derivation also *exports* its results (:class:`Result`): SymPy expressions with a fixed argument order,
-available as ``lambdify``-ed numpy and torch callables.  The numeric code of :mod:`elbo_lab` is tested
-against these callables; SymPy is the source of truth.
+available as ``lambdify``-ed numpy and torch callables; each is the after-expression of a checked step
+(:attr:`Result.step`; :meth:`Derivation.unchecked_exports` lists any that is not).  The numeric code of
+:mod:`elbo_lab` is tested against these callables; SymPy is the source of truth.
 """
 
 from __future__ import annotations
@@ -602,6 +610,12 @@ class _TextPrinter(sp.printing.str.StrPrinter):
     def _print_Relational(self, expr):
         rel = _REL_TEXT.get(type(expr), expr.rel_op)
         return f"{self._print(expr.lhs)} {rel} {self._print(expr.rhs)}"
+
+    def _print_Sum(self, expr):
+        (var, lo, hi), *_ = expr.limits
+        body = self._print(expr.function)
+        body = f"({body})" if isinstance(expr.function, sp.Add) else body
+        return f"Σ_{{{self._print(var)}={self._print(lo)}}}^{{{self._print(hi)}}} {body}"
 
     def _print_Tuple(self, expr):
         return "(" + ", ".join(self._print(a) for a in expr) + ")"

@@ -1,6 +1,14 @@
-"""E7 -- the diffusion ELBO as an exact telescoping identity, checked for concrete chains T = 3 and T = 4.
+"""E7 -- the diffusion ELBO as an exact telescoping identity for every T, with T = 3 and T = 4 as worked examples.
 
-Guide section: "Diffusion ELBO derivation".  For a scalar chain with forward steps q(x_t|x_{t-1}) =
+Guide section: "Diffusion ELBO derivation".  For every T ≥ 2 (first steps): with indexed log-densities F[t] =
+log q(x_t|x_{t-1}), Q[t] = log q(x_t|x_0), P[t] = log q(x_{t-1}|x_t,x_0), R[t] = log p_θ(x_{t-1}|x_t), Bayes (E6,
+proven at E5's and E6's Gaussian forms for general β_t, ᾱ_{t-1}) rewrites F[t], t ≥ 2; the Q-ratios telescope and the
+log-ratio regroups into R[1] − (Q[T] − log p(x_T)) − Σ_{t=2}^T (P[t] − R[t]) -- identities between ``Sum``s proven by
+induction on T (T = 2, then T → T + 1).  Their q-expectation is −ELBO_T = L_T + Σ_{t=2}^T L_{t-1} + L_0, and E1's lemma
+L1 (log r ≤ r − 1) at r = w/p_θ(x_0), w = p_θ(x_{0:T})/q(x_{1:T}|x_0), with E_q[w] = p_θ(x_0), gives the bound
+L_T + Σ L_{t-1} + L_0 ≥ −log p_θ(x_0) (an NLL bound, nats).
+
+The worked examples (steps tagged "T = 3", "T = 4"): for a scalar chain with forward steps q(x_t|x_{t-1}) =
 N(√α_t x_{t-1}, β_t), prior p(x_T) = N(0, 1) and *any* Gaussian reverse steps p_θ(x_{t-1}|x_t) =
 N(m_t x_t + c_t, s_t) (symbolic m_t, c_t, s_t stand in for a network), the identity of log-densities
 
