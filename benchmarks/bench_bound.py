@@ -16,16 +16,31 @@
     Model: the Gaussian oracle (``elbo_lab.oracles.gaussian``, D-dimensional N(m, S), MMSE ε-predictor,
     continuous Gaussian decoder), whose exact expected bound is printed alongside.  Target: ≥ 20× fewer evaluations.
 
-Run:  .venv/bin/python benchmarks/bench_bound.py [--quick]
+(c) Coverage of the reported 95% intervals, and the evaluations ratio at equal standard error, side by side.
+    For each model (the Gaussian oracle: exact per-image bound in closed form; a trained digits DDPM
+    checkpoint: reference = ``full`` with its own ε-noise standard error, several seeds pooled), each sampled
+    estimator and M ∈ {8, 32, 128}: ``--reps`` independent runs (seeds) on the same N images.  Per-image
+    coverage: the fraction of intervals total_i ± 1.96·√(stderr_i² + se_ref,i²) that contain the reference;
+    dataset coverage: the same for the mean over the N images (``mean_stderr("estimator")``).  Ratio: the
+    evaluations ``full`` (2 ε draws per step) spends per image divided by what the sampled estimator needs for
+    the same per-image ε/step-noise standard error, (2T)/(c_M·V_M/V_full), with c_M its evaluations per image
+    (pilot included) and V the measured per-image variances (spread over the runs; full's from its reported
+    stderr).  "over images" is part (b)'s definition (data spread included).
+
+(d) ``full``'s reported ε-noise standard error next to the spread of its mean over 5 seeds on the same images.
+
+Run:  .venv/bin/python benchmarks/bench_bound.py [--quick] [--part c --ckpt runs/ddpm/best.pt --reps 200]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 
 import torch
+from scipy.stats import t as student_t
 
 from elbo_lab.bound import estimate_proposal, pilot_steps, variational_bound
 from elbo_lab.data import load_digits
@@ -100,13 +115,147 @@ def evals_to_match_full(oracle: GaussianData, schedule, n_full: int, n_sampled: 
             )
 
 
+ESTIMATORS = ["importance", "stratified", "uniform"]
+
+
+def _coverage_rows(model, schedule, x, ref, se_ref, reps, Ms, kw, label, v_full):
+    """Runs every estimator × M ``reps`` times on the images x; prints and returns the table rows."""
+    N, T = x.shape[0], schedule.T
+    rows = []
+    for estimator in ESTIMATORS:
+        for M in Ms:
+            tot, se, dof, evals = [], [], [], 0
+            covered_mean = []
+            for rep in range(reps):
+                r = variational_bound(
+                    model, schedule, x, estimator=estimator, num_samples=M, generator=10_000 + rep, **kw
+                )
+                tot.append(r.total)
+                se.append(r.stderr)
+                dof.append(r.dof)
+                evals = r.n_evals
+                # the run's own 95% interval for the mean (BoundResult.mean_ci: Student t, Satterthwaite dof),
+                # widened by the reference's noise (0 for the oracle)
+                lo, hi = r.mean_ci()
+                half = math.hypot((hi - lo) / 2, float(se_ref.pow(2).sum().sqrt()) / N)
+                covered_mean.append(abs(r.mean() - float(ref.mean())) <= half)
+            tot, se, dof = torch.stack(tot), torch.stack(se), torch.stack(dof)  # (reps, N)
+            q = torch.from_numpy(student_t.ppf(0.975, dof.numpy()))  # per-image t quantiles
+            half = q * (se.pow(2) + se_ref.pow(2)).sqrt()
+            cov_img = float(((tot - ref).abs() <= half).double().mean())
+            cov_ds = sum(covered_mean) / reps
+            mean_se = (se.pow(2).sum(1) + se_ref.pow(2).sum()).sqrt() / N
+            z = float(((tot.mean(1) - ref.mean()) / mean_se).mean())
+            v_m = float(tot.var(0).mean())  # per-image variance of the estimator over runs
+            c_m = evals / N
+            ratio = (2 * T) / (c_m * v_m / v_full)
+            row = dict(
+                model=label,
+                estimator=estimator,
+                M=M,
+                reps=reps,
+                coverage_image=cov_img,
+                coverage_dataset=cov_ds,
+                mean_z=z,
+                evals_per_image=c_m,
+                ratio_equal_se=ratio,
+            )
+            rows.append(row)
+            print(
+                f"  {label:>8s} {estimator:>10s} {M:4d} {reps:5d} {cov_img:9.3f} {cov_ds:9.3f} {z:7.2f} "
+                f"{c_m:8.0f} {ratio:8.1f}x",
+                flush=True,
+            )
+    return rows
+
+
+def coverage_report(args) -> None:
+    Ms = (8, 32, 128)
+    print("(c) coverage of the 95% interval (per image, dataset mean) and evaluations ratio vs full at equal SE")
+    print(
+        "  "
+        + " ".join(
+            f"{h:>{w}s}"
+            for h, w in zip(
+                ("model", "estimator", "M", "reps", "cov/img", "cov/mean", "mean z", "evals/im", "ratio"),
+                (8, 10, 4, 5, 9, 9, 7, 8, 9),
+            )
+        )
+    )
+    # the Gaussian oracle: exact per-image expected bound (no reference noise)
+    if "oracle" in args.models:
+        _oracle_coverage(args, Ms)
+    if args.ckpt and "ddpm" in args.models:
+        _ddpm_coverage(args, Ms)
+
+
+def _oracle_coverage(args, Ms) -> None:
+    T = 200 if args.quick else 1000
+    schedule = NoiseSchedule.linear(T, scale_to_1000=True)
+    oracle = GaussianData.random(64, seed=0)
+    x = oracle.sample(args.images, generator=torch.Generator().manual_seed(3))
+    model = oracle.optimal_eps(schedule)
+    kw = dict(decoder="gaussian", variance="posterior", chunk_size=8192)
+    ref = oracle.pointwise_bound(schedule, "posterior", x).total
+    full = variational_bound(model, schedule, x, generator=1, **kw)
+    v_full = float(full.stderr.pow(2).mean())
+    _coverage_rows(model, schedule, x, ref, torch.zeros_like(ref), args.reps, Ms, kw, "oracle", v_full)
+
+
+def _ddpm_coverage(args, Ms) -> None:
+    if True:
+        from elbo_lab.bound import ModelSpec
+        from elbo_lab.ddpm import load_model
+
+        m, ckpt = load_model(args.ckpt, "cpu")
+        spec = ModelSpec.from_ddpm_checkpoint(ckpt)
+        x = load_digits().test[: args.images].to(torch.float64)
+        kw = dict(model=spec, chunk_size=1024, model_dtype=torch.float64)
+        runs = [variational_bound(m, m.schedule, x, generator=s, **kw) for s in range(args.ref_seeds)]
+        ref = torch.stack([r.total for r in runs]).mean(0)
+        se_ref = torch.stack([r.stderr for r in runs]).pow(2).sum(0).sqrt() / len(runs)
+        v_full = float(torch.stack([r.stderr for r in runs]).pow(2).mean())
+        _coverage_rows(m, m.schedule, x, ref, se_ref, args.reps, Ms, kw, "ddpm", v_full)
+
+
+def full_noise_report(args) -> None:
+    """(d) full on the same images with 5 seeds: reported ε-noise SE of the mean vs the spread of the means."""
+    from elbo_lab.bound import ModelSpec
+    from elbo_lab.ddpm import load_model
+
+    print("(d) full: reported ε-noise standard error vs the spread over 5 seeds (same images, bits/dim)")
+    m, ckpt = load_model(args.ckpt, "cpu")
+    spec = ModelSpec.from_ddpm_checkpoint(ckpt)
+    x = load_digits().test[: args.images].to(torch.float64)
+    means, ses = [], []
+    for seed in range(5):
+        r = variational_bound(
+            m, m.schedule, x, model=spec, generator=seed, model_dtype=torch.float64, bits_per_dim=True
+        )
+        means.append(r.mean())
+        ses.append(r.mean_stderr("estimator"))
+        print(f"  seed {seed}: {r.mean():.5f} ± {ses[-1]:.5f} (reported ε-noise s.e.), {r.n_evals} evaluations")
+    rms = statistics.mean(v * v for v in ses) ** 0.5
+    print(
+        f"  spread over the 5 seeds: std {statistics.stdev(means):.5f}; reported s.e. (rms) {rms:.5f}; "
+        f"ratio {statistics.stdev(means) / rms:.2f} (1 = honest; the std of 5 values is itself ±35%)"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--part", choices=("a", "b", "all"), default="all", help="run only benchmark (a) or (b)")
+    ap.add_argument("--part", choices=("a", "b", "c", "d", "all"), default="all", help="run only one benchmark")
+    ap.add_argument("--ckpt", default=None, help="a trained digits DDPM checkpoint for (c) and (d)")
+    ap.add_argument("--reps", type=int, default=200, help="(c) runs per estimator and M")
+    ap.add_argument("--images", type=int, default=4, help="(c, d) images per run")
+    ap.add_argument("--ref-seeds", type=int, default=4, help="(c) full runs pooled into the DDPM reference")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: stable timings on a shared machine)")
+    ap.add_argument("--estimators", default=",".join(ESTIMATORS), help="(c) comma-separated estimators")
+    ap.add_argument("--models", default="oracle,ddpm", help="(c) oracle, ddpm (needs --ckpt)")
     args = ap.parse_args()
+    ESTIMATORS[:] = args.estimators.split(",")
     torch.set_num_threads(args.threads)
 
     oracle = GaussianData.random(64, seed=0)
@@ -119,6 +268,10 @@ def main() -> None:
             f"\n(b) evaluations to match full's standard error of the mean bound (Gaussian oracle, D = 64, T = {T_b})"
         )
         evals_to_match_full(oracle, NoiseSchedule.linear(T_b, scale_to_1000=True), n_full, n_sampled)
+    if args.part in ("c", "all"):
+        coverage_report(args)
+    if args.part in ("d", "all") and args.ckpt:
+        full_noise_report(args)
 
 
 def overhead_report(args) -> None:

@@ -35,10 +35,11 @@ A number computed the reference's way (``calc_bpd_loop`` of a β-variance model)
 
 Estimators of Σ_k L_k (L_T is always exact, no network):
 
-- ``full``: every step for every image (N·T network evaluations, batched over (image, step) pairs in chunks of
-  ``chunk_size`` so memory is bounded for any T and N).  Exact over t; still a one-sample Monte Carlo estimate
-  over ε at each step.  Its per-image ``stderr`` is 0 ("over t"); its ε-noise is part of the spread between
-  images, so :meth:`BoundResult.mean_stderr` (over images) includes it.
+- ``full``: every step for every image, R = ``eps_draws`` (default 2) independent ε draws at each (N·T·R network
+  evaluations, batched in chunks of ``chunk_size`` so memory is bounded for any T and N).  Exact over t; a
+  Monte Carlo estimate over ε at each step, whose noise it reports: per-image ``stderr`` = √(Σ_k s_k²/R) with
+  s_k² the sample variance of the R draws at step k (for R = 2: Σ_k (a_k − b_k)²/4; unbiased, T degrees of
+  freedom).  R = 1 (the old behaviour, half the cost) leaves it unestimated: stderr NaN.
 - Sampled estimators draw M = ``num_samples`` steps per image, each with a fresh ε.  By default
   (``exact_decoder=True``) the decoder term L_0 is evaluated at every image (two ε draws each, so that its
   variance over ε enters the stderr: a stratum of size one) and only the
@@ -50,8 +51,11 @@ Estimators of Σ_k L_k (L_T is always exact, no network):
   - ``stratified``: M/2 contiguous strata of sizes n_s (as equal as possible), two uniform draws a, b in each:
     estimate Σ_s n_s (L_a + L_b)/2, variance estimate Σ_s n_s² (L_a − L_b)²/4 (unbiased; one draw per stratum
     would leave no unbiased variance estimate).
-  - ``importance``: k_j ~ p (``proposal``, or estimated ∝ √E[L_k²] from a pilot by :func:`estimate_proposal`),
-    estimate (1/M) Σ_j L_{k_j}/p_{k_j} (i.e. weights 1/(T' p_k) on T'·L_k); stderr = sample std / √M.
+  - ``importance``: k ~ p (``proposal``, or estimated ∝ √E[L_k²] from a pilot by :func:`estimate_proposal`).
+    Even M (the default): *stratified* importance sampling -- k = F_p⁻¹(u) with u stratified into S = M/2 equal
+    intervals of [0, 1), two draws in each; estimate Σ_s (1/S)(L_a/p_a + L_b/p_b)/2, variance estimate
+    Σ_s (1/S²)(L_a/p_a − L_b/p_b)²/4 (unbiased).  Odd M: i.i.d. k_j ~ p, estimate (1/M) Σ_j L_{k_j}/p_{k_j},
+    stderr = sample std / √M.  Coverage of the intervals: benchmarks/bench_bound.py part (c).
 
 All sampled estimators are unbiased for E_ε[Σ_k L_k]; their stderr is an unbiased variance estimate covering both
 the step and the ε noise.  Intervals mean ± 1.96·stderr of *one image* from few draws undercover when the terms
@@ -80,6 +84,7 @@ __all__ = [
     "ModelSpec",
     "bound_term",
     "estimate_proposal",
+    "satterthwaite_dof",
     "keyed_noise",
     "l_simple",
     "noise_seeds",
@@ -302,6 +307,8 @@ class BoundResult:
     proposal: torch.Tensor | None = field(default=None, repr=False)  # (T,) importance proposal
     model: ModelSpec | None = None  # the model being bounded (the spec the number belongs to)
     seed: int | None = None  # the int seed all noise and step choices were keyed by
+    eps_draws: int | None = None  # ``full``: ε draws per (image, step)
+    dof: torch.Tensor | None = field(default=None, repr=False)  # (N,) Welch–Satterthwaite dof of stderr²
 
     @property
     def N(self) -> int:
@@ -317,7 +324,7 @@ class BoundResult:
         ``over="images"``: std of the per-image totals / √N -- the standard error of the mean as an estimate of
         the expected bound under the data distribution (images i.i.d.); it includes the estimator's own noise
         (steps and ε).  ``over="estimator"``: √(Σ stderr²)/N -- the error from sampling steps (and ε) for these
-        fixed images only; 0 for ``full``.
+        fixed images only (for ``full``: its ε noise; NaN with one draw per step).
         """
         if over == "estimator":
             return float(self.stderr.pow(2).sum().sqrt() / self.N)
@@ -326,6 +333,26 @@ class BoundResult:
         if self.N < 2:
             raise ValueError("mean_stderr(over='images') needs at least 2 images")
         return float(self.total.std() / math.sqrt(self.N))
+
+    def mean_dof(self) -> float:
+        """Welch–Satterthwaite degrees of freedom of mean_stderr("estimator")²: (Σ_i s_i²)² / Σ_i s_i⁴/ν_i."""
+        if self.dof is None:
+            return math.inf
+        return float(satterthwaite_dof(self.stderr.pow(2).sum(), (self.stderr.pow(4) / self.dof).sum()))
+
+    def mean_ci(self, level: float = 0.95) -> tuple[float, float]:
+        """Interval for the mean bound of *these images* from the estimator's noise: mean ± t_ν·s.e., with
+        s.e. = mean_stderr("estimator") and ν = :meth:`mean_dof` (Student t: few strata give few degrees of
+        freedom; ν → ∞ gives ±1.96 s.e. at 95%).  Coverage measured in benchmarks/bench_bound.py part (c)."""
+        from scipy.stats import t as student_t
+
+        se, nu = self.mean_stderr("estimator"), self.mean_dof()
+        q = (
+            float(student_t.ppf(0.5 + level / 2, nu))
+            if math.isfinite(nu)
+            else float(student_t.ppf(0.5 + level / 2, 1e9))
+        )
+        return self.mean() - q * se, self.mean() + q * se
 
     def bits_per_dim(self) -> BoundResult:
         """The same result in bits/dim: every value divided by D ln 2."""
@@ -599,9 +626,19 @@ def _sample_steps(estimator, lo, T, ids, M, proposal, seed) -> tuple[torch.Tenso
         return k, torch.full((N, M), float(n_steps), dtype=torch.float64)
     if estimator == "importance":  # proposal (T,) with proposal[:lo] = 0
         p = proposal.cpu()
+        if M % 2:  # odd M: plain importance sampling, k_j ~ p i.i.d.
+            for i, image in enumerate(ids.tolist()):
+                k[i] = torch.multinomial(p, M, replacement=True, generator=_image_generator(seed, image))
+            return k, 1.0 / p[k]
+        # even M: stratified importance -- inverse-CDF draws k = F⁻¹(u) with u stratified into S = M/2 equal
+        # intervals [s/S, (s+1)/S), two in each; weight 1/(S p_k) (columns 2s, 2s+1 = stratum s, as for stratified)
+        S = M // 2
+        cdf = p.cumsum(0)
+        base = torch.arange(S, dtype=torch.float64).repeat_interleave(2)
         for i, image in enumerate(ids.tolist()):
-            k[i] = torch.multinomial(p, M, replacement=True, generator=_image_generator(seed, image))
-        return k, 1.0 / p[k]
+            u = (base + torch.rand(M, generator=_image_generator(seed, image), dtype=torch.float64)) / S
+            k[i] = torch.searchsorted(cdf, u * float(cdf[-1]), right=True).clamp(lo, T - 1)
+        return k, 1.0 / (S * p[k])
     # stratified: S = M/2 strata [e_s, e_{s+1}) of {lo..T−1}, two draws in each; columns 2s and 2s+1 = stratum s
     S = M // 2
     edges = lo + torch.linspace(0, n_steps, S + 1, dtype=torch.float64).round().long()  # (S+1,)
@@ -612,14 +649,25 @@ def _sample_steps(estimator, lo, T, ids, M, proposal, seed) -> tuple[torch.Tenso
     return k, sizes.to(torch.float64).expand(N, M).clone()
 
 
-def _combine(estimator, values, weights) -> tuple[torch.Tensor, torch.Tensor]:
-    """(estimate, stderr) per image from the (N, M) one-sample terms and their weights."""
+def _combine(estimator, values, weights) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(estimate, variance, Σ_j v_j²/ν_j) per image from the (N, M) one-sample terms and their weights; the last
+    is what the Welch–Satterthwaite degrees of freedom ν = (Σ v_j)² / Σ v_j²/ν_j of the variance need."""
     y = values * weights  # (N, M)
     M = y.shape[1]
-    if estimator == "stratified":
-        a, b = y[:, 0::2], y[:, 1::2]  # (N, S) the two draws n_s L in each stratum
-        return ((a + b) / 2).sum(1), ((a - b).pow(2).sum(1) / 4).sqrt()
-    return y.mean(1), y.std(1) / math.sqrt(M)
+    if estimator == "stratified" or (estimator == "importance" and M % 2 == 0):
+        a, b = y[:, 0::2], y[:, 1::2]  # (N, S) the two draws (weighted) in each stratum
+        v = (a - b).pow(2) / 4  # (N, S) one degree of freedom each
+        return ((a + b) / 2).sum(1), v.sum(1), v.pow(2).sum(1)
+    var = y.var(1) / M
+    return y.mean(1), var, var.pow(2) / (M - 1)
+
+
+def satterthwaite_dof(var: torch.Tensor, var_sq_over_dof: torch.Tensor) -> torch.Tensor:
+    """ν = (Σ v_j)² / Σ v_j²/ν_j (Welch 1947, Satterthwaite 1946), elementwise from the two sums; inf where the
+    variance is 0 (nothing random)."""
+    return torch.where(
+        var_sq_over_dof > 0, var.pow(2) / var_sq_over_dof.clamp(min=1e-300), torch.full_like(var, math.inf)
+    )
 
 
 def _check_proposal(proposal, T: int, lo: int) -> torch.Tensor:
@@ -725,6 +773,7 @@ def variational_bound(
     bits_per_dim: bool = False,
     image_ids=None,
     progress: bool = False,
+    eps_draws: int = 2,
 ) -> BoundResult:
     """The variational bound (NLL bound, nats, ≥ −log p_θ(x_0)) of ``eps_model`` for each image of ``x0``.
 
@@ -768,16 +817,30 @@ def variational_bound(
     common = dict(model=spec, seed=seed)
 
     if estimator == "full":
-        rows, ks = torch.arange(N).repeat_interleave(T), torch.arange(T).repeat(N)  # image-major (image, step)
-        bar = _Progress(progress, N * T, "bound (full)")
+        R = eps_draws
+        if isinstance(R, bool) or not isinstance(R, int) or R < 1:
+            raise ValueError(f"eps_draws must be an int >= 1, got {R!r}")
+        # image-major (image, step, draw) triples
+        rows = torch.arange(N).repeat_interleave(T * R)
+        ks, draws = torch.arange(T).repeat_interleave(R).repeat(N), torch.arange(R).repeat(N * T)
+        bar = _Progress(progress, N * T * R, "bound (full)")
         try:
-            terms = _evaluate(
-                eps_model, schedule, x64, rows, ids, ks, torch.zeros_like(ks), seed, STREAM_FULL, chunk_size, kw, bar
-            ).reshape(N, T)
+            values = _evaluate(
+                eps_model, schedule, x64, rows, ids, ks, draws, seed, STREAM_FULL, chunk_size, kw, bar
+            ).reshape(N, T, R)
         finally:
             bar.close()
+        terms = values.mean(2)
         total = prior + terms.sum(1)
-        result = BoundResult(total, prior, terms[:, 0].clone(), terms, torch.zeros_like(total), N * T, dim, **common)
+        # ε-noise: Var(mean of R draws at step k) = var_k / R, steps independent; R = 1 leaves it unestimated
+        if R >= 2:
+            v = values.var(2, unbiased=True) / R  # (N, T), R − 1 degrees of freedom each
+            stderr, dof = v.sum(1).sqrt(), satterthwaite_dof(v.sum(1), v.pow(2).sum(1) / (R - 1))
+        else:
+            stderr = dof = torch.full_like(total, float("nan"))
+        result = BoundResult(
+            total, prior, terms[:, 0].clone(), terms, stderr, N * T * R, dim, eps_draws=R, dof=dof, **common
+        )
         return result.bits_per_dim() if bits_per_dim else result
 
     if estimator not in ("uniform", "stratified", "importance"):
@@ -837,7 +900,7 @@ def variational_bound(
     finally:
         bar.close()
     k, weights = k.to(x0.device), weights.to(x0.device)
-    estimate, stderr = _combine(estimator, values, weights)
+    estimate, var, var_sq = _combine(estimator, values, weights)
     sums = torch.zeros(N, T, dtype=torch.float64, device=x0.device).scatter_add_(1, k, values)
     counts = torch.zeros(N, T, dtype=torch.float64, device=x0.device).scatter_add_(1, k, torch.ones_like(values))
     terms = torch.where(counts > 0, sums / counts.clamp(min=1), torch.full_like(sums, float("nan")))
@@ -845,19 +908,21 @@ def variational_bound(
     if exact_decoder:
         terms[:, 0] = dec.mean(1)
         estimate = estimate + dec.mean(1)
-        stderr = (stderr.pow(2) + (dec[:, 0] - dec[:, 1]).pow(2) / 4).sqrt()
+        v_dec = (dec[:, 0] - dec[:, 1]).pow(2) / 4  # one degree of freedom
+        var, var_sq = var + v_dec, var_sq + v_dec.pow(2)
     result = BoundResult(
         prior + estimate,
         prior,
         terms[:, 0].clone(),
         terms,
-        stderr,
+        var.sqrt(),
         n_evals,
         dim,
         estimator=estimator,
         num_samples=M,
         n_pilot_evals=n_pilot,
         proposal=proposal if estimator == "importance" else None,
+        dof=satterthwaite_dof(var, var_sq),
         **common,
     )
     return result.bits_per_dim() if bits_per_dim else result

@@ -40,7 +40,7 @@ def test_cifar_shape_trains_bounds_and_samples(cifar_like, tmp_path, capsys):
     js = tmp_path / "b.json"
     assert cli(["bound", str(run), "--estimator", "full", "--n", "4", "--device", "cpu", "--json", str(js)]) == 0
     b = json.loads(js.read_text())
-    assert (b["n_images"], b["dim"], b["levels"], b["n_evals"]) == (4, 3 * 32 * 32, 256, 4 * 10)
+    assert (b["n_images"], b["dim"], b["levels"], b["n_evals"]) == (4, 3 * 32 * 32, 256, 2 * 4 * 10)  # 2 ε draws
     assert math.isfinite(b["total"]) and b["stderr_images"] > 0
     assert b["total"] + 4 * b["stderr_images"] >= 8.0  # ≥ the data entropy, 8 bits/dim
     assert b["total"] == pytest.approx(b["prior_L_T"] + sum(b["terms"]), abs=1e-9)

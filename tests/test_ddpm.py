@@ -317,9 +317,9 @@ def test_cli_bound_json(trained, tmp_path, capsys):
     printed = capsys.readouterr().out
     r = json.loads(out.read_text())
     assert r["device"].startswith("cpu") and r["units"] == "bits/dim" and r["n_images"] == 6
-    assert r["n_evals"] == 6 * 20 and len(r["terms"]) == 20 and r["estimator"] == "full"
+    assert r["n_evals"] == 2 * 6 * 20 and len(r["terms"]) == 20 and r["estimator"] == "full"  # 2 ε draws
     assert r["total"] == pytest.approx(r["prior_L_T"] + sum(r["terms"]), rel=1e-9)
-    assert r["decoder_L_0"] == r["terms"][0] and r["stderr_estimator"] == 0.0
+    assert r["decoder_L_0"] == r["terms"][0] and r["stderr_estimator"] > 0  # full reports its ε noise
     assert 0 < r["per_pixel_baseline"] < math.log2(17)
     assert f"{r['total']:.5f}" in printed and "L_0 (t = 1)" in printed
     argv = ["bound", str(trained), "--estimator", "importance", "--budget", "8", "--n", "6", "--json", str(out)]

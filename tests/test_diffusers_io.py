@@ -240,7 +240,7 @@ def test_cli_bound_equals_direct_variational_bound(tmp_path, capsys, ptype, vtyp
             direct, s, x, estimator="full", variance="learned" if learned else "posterior", levels=17,
             generator=0, model_dtype=F64, bits_per_dim=True,
         )  # fmt: skip
-    assert got["n_images"] == 3 and got["n_evals"] == 3 * T
+    assert got["n_images"] == 3 and got["n_evals"] == 2 * 3 * T  # full: 2 ε draws per step
     assert got["config"]["diffusers"]["prediction_type"] == ptype
     assert abs(got["total"] - res.mean()) < 1e-9
     torch.testing.assert_close(torch.tensor(got["terms"], dtype=F64), res.terms.mean(0), rtol=0, atol=1e-9)
