@@ -1,5 +1,6 @@
 """MkDocs hook: generate each derivation's steps from SymPy at build time (never retyped), embed figures and
-check results, and fail the (strict) build when a derivation no longer checks or a figure is missing.
+check results, render every formula to MathML, and fail the (strict) build when a derivation no longer checks,
+a figure is missing or a formula cannot be converted.
 
 Directives in the Markdown pages (each on its own line):
 
@@ -7,6 +8,10 @@ Directives in the Markdown pages (each on its own line):
 - ``{{ figure NAME caption }}`` -> ``docs/figures/NAME.png`` (build fails when the file is missing).
 - ``{{ checks PREFIX }}``    -> the rows of ``docs/results/checks.json`` (written by ``elbo-lab verify --json``)
   whose claim id starts with PREFIX, with their latest observed value and pass/fail.
+
+Formulas (``\\( \\)``, ``\\[ \\]``, ``$$ $$`` in the pages, wrapped by pymdownx.arithmatex) become MathML when the
+page is built (:func:`elbo_lab.mathml.render_math_in_html`): the site needs no JavaScript and no network to
+show them.  This file is build code: ``mkdocs.yml`` excludes it from the published site.
 """
 
 from __future__ import annotations
@@ -21,6 +26,18 @@ _DIRECTIVE = re.compile(r"^\{\{[ \t]*(derivation|figure|checks)[ \t]+(\S+)(?:[ \
 
 class DocsBuildError(Exception):
     pass
+
+
+_MD_SPECIAL = re.compile(r"([\\*_\[\]$#|])")
+
+
+def _md_text(s: str) -> str:
+    """Text as Markdown shows it literally: ``code`` spans kept, characters that Markdown or arithmatex would
+    read (``_`` and ``*`` as emphasis, ``$`` as math, ...) escaped outside them."""
+    parts = re.split(r"(`[^`]*`)", s)
+    return "".join(
+        p if p.startswith("`") and p.endswith("`") and len(p) > 1 else _MD_SPECIAL.sub(r"\\\1", p) for p in parts
+    )
 
 
 def _derivation(name: str) -> str:
@@ -46,15 +63,16 @@ def _derivation(name: str) -> str:
         "E12": "07_continuous_time.py",
     }.get(d.equation, "")
     out = [
-        f'???+ success "{d.equation} · {d.title} — {len(report.steps)} steps, all ✓ ({report.seconds:.2f} s)"',
+        f'???+ success "{d.equation} · {_md_text(d.title)} — {len(report.steps)} steps, all ✓ '
+        f'({report.seconds:.2f} s)"',
         "",
         f"    Generated from `elbo_lab/symbolic/{name}.py` at build time; run it with "
         f"`elbo-lab derive {name}` or `python derivations/{script}`.",
         "",
     ]
     for i, s in enumerate(report.steps, 1):
-        out.append(f"    **{i}. {s.step.statement}** ✓  ")
-        out.append(f"    *{s.step.justification}* — proof: {s.step.check.description}")
+        out.append(f"    **{i}. {_md_text(s.step.statement)}** ✓  ")
+        out.append(f"    *{_md_text(s.step.justification)}* — proof: {_md_text(s.step.check.description)}")
         out.append("")
         out.append("    $$")
         out.append("    " + s.step.latex().replace("\n", " "))
@@ -108,3 +126,27 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
         return _checks(arg)
 
     return _DIRECTIVE.sub(repl, markdown)
+
+
+def on_page_content(html: str, page, config, files) -> str:
+    from elbo_lab.mathml import MathConversionError, render_math_in_html
+
+    try:
+        return render_math_in_html(html)
+    except MathConversionError as exc:
+        raise DocsBuildError(f"{page.file.src_uri}: {exc}") from None
+
+
+def on_files(files, config):
+    """Serve the package's math font with the site (elbo_lab/assets/README.md): formulas look the same on every
+    machine, with or without a math font of its own, and nothing is fetched."""
+    from mkdocs.structure.files import File
+
+    from elbo_lab.mathml import MATH_FONT, math_font_css
+
+    font = f"assets/fonts/{MATH_FONT.name}"
+    files.append(File.generated(config, font, abs_src_path=str(MATH_FONT)))
+    licence = MATH_FONT.with_name("NotoSansMath-OFL.txt")
+    files.append(File.generated(config, f"assets/fonts/{licence.name}", abs_src_path=str(licence)))
+    files.append(File.generated(config, "stylesheets/math-font.css", content=math_font_css(f"../{font}")))
+    return files

@@ -1,12 +1,18 @@
 """The run report: one structured document rendered twice, as Markdown and as self-contained HTML.
 
-The HTML loads MathJax from its CDN when online; offline the derivations stay readable as LaTeX source.
+The HTML needs no network and no JavaScript: formulas are converted to MathML when the report is written
+(:func:`elbo_lab.mathml.to_mathml`; browsers render MathML natively) in an embedded math font, figures are
+files beside it, and
+`code` spans in the text become ``<code>`` elements.
 """
 
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import dataclass, field
+
+from .mathml import math_font_css, to_mathml
 
 __all__ = ["Report", "Section"]
 
@@ -80,6 +86,7 @@ class Report:
     # ---------------------------------------------------------------- HTML
     def to_html(self) -> str:
         e = html.escape
+        t = _inline_html
         body = [f"<h1>{e(self.title)}</h1>"]
         toc = "".join(f'<li><a href="#s{i}">{e(s.title)}</a></li>' for i, s in enumerate(self.sections))
         body.append(f"<nav><ol>{toc}</ol></nav>")
@@ -87,33 +94,40 @@ class Report:
             body.append(f'<section id="s{i}"><h2>{e(s.title)}</h2>')
             for kind, p in s.blocks:
                 if kind == "text":
-                    body.append(f"<p>{e(str(p))}</p>")
+                    body.append(f"<p>{t(str(p))}</p>")
                 elif kind == "alert":
-                    body.append(f'<p class="alert">{e(str(p))}</p>')
+                    body.append(f'<p class="alert">{t(str(p))}</p>')
                 elif kind == "math":
-                    body.append(f'<div class="math">\\[{e(str(p))}\\]</div>')
+                    body.append(f'<div class="math">{to_mathml(str(p), display=True)}</div>')
                 elif kind == "code":
                     body.append(f"<pre>{e(str(p))}</pre>")
                 elif kind == "table":
                     header, rows = p
                     th = "".join(f"<th>{e(str(h))}</th>" for h in header)
-                    trs = "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+                    trs = "".join("<tr>" + "".join(f"<td>{t(str(c))}</td>" for c in r) + "</tr>" for r in rows)
                     body.append(f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>")
                 elif kind == "figure":
                     png, caption = p
                     body.append(
-                        f'<figure><img src="{e(png)}" alt="{e(caption)}"><figcaption>{e(caption)}</figcaption></figure>'
+                        f'<figure><img src="{e(png)}" alt="{e(caption)}"><figcaption>{t(caption)}</figcaption></figure>'
                     )
             body.append("</section>")
-        return _HTML.format(title=e(self.title), body="\n".join(body))
+        return _HTML.format(title=e(self.title), body="\n".join(body), math_font=math_font_css())
+
+
+def _inline_html(s: str) -> str:
+    """Plain text as HTML: escaped, with `code` spans (as the Markdown report writes them) as <code> elements."""
+    return "".join(
+        f"<code>{html.escape(part[1:-1])}</code>" if len(part) > 1 and part[0] == part[-1] == "`" else html.escape(part)
+        for part in re.split(r"(`[^`\n]+`)", s)
+    )
 
 
 _HTML = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<script>window.MathJax = {{tex: {{inlineMath: [["\\\\(", "\\\\)"]]}}}};</script>
-<script async src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js"></script>
 <style>
+{math_font}
 body {{ font-family: system-ui, sans-serif; max-width: 72rem; margin: 2rem auto; padding: 0 1rem; line-height: 1.45;
        color: #1b1b1b; }}
 table {{ border-collapse: collapse; margin: 1rem 0; font-size: 0.9rem; }}
@@ -121,7 +135,8 @@ th, td {{ border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: left; ver
 th {{ background: #f0f0f0; }}
 figure {{ margin: 1rem 0; }} figure img {{ max-width: 100%; border: 1px solid #ddd; }}
 figcaption {{ font-size: 0.9rem; color: #444; }}
-.math {{ overflow-x: auto; font-family: monospace; font-size: 0.85rem; }}
+.math {{ overflow-x: auto; overflow-y: hidden; margin: 0.4rem 0 1rem; }}
+code {{ background: #f3f3f3; padding: 0 0.2em; border-radius: 3px; font-size: 0.9em; }}
 .alert {{ background: #fde8e8; border-left: 4px solid #c00; padding: 0.5rem; font-weight: bold; }}
 pre {{ background: #f6f6f6; padding: 0.5rem; overflow-x: auto; }}
 </style></head><body>
