@@ -91,7 +91,7 @@ assert max(float(r[-1]) for r in rows) < 1e-12  # the numeric code is the deriva
 # %%
 fig, axes = plt.subplots(1, len(ts), figsize=(1.6 * len(ts), 2.0))
 for ax, t, img in zip(axes, ts, images):
-    ax.imshow(img, cmap="gray_r", vmin=-2.5, vmax=2.5)
+    ax.imshow(img, cmap="gray_r", vmin=-2.0, vmax=2.0)
     ax.set_title(f"t = {t}", fontsize=9)
     ax.axis("off")
 fig.suptitle("x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε on a test digit (linear schedule, T = 1000)", fontsize=9)

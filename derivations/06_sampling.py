@@ -60,7 +60,7 @@ snapshots = {schedule.T: x.clone()}
 for k in reversed(range(schedule.T)):
     z = torch.randn(n, 2, generator=gen, dtype=torch.float64)
     x = p_sample_step(schedule, x, k, eps_hat(x, k), z)
-    if k in (150, 100, 50, 0):
+    if k in (100, 40, 10, 0):
         snapshots[k] = x.clone()
 m_exact, S_exact = data.model_marginal(schedule)
 m_hat = x.mean(0)
@@ -85,10 +85,10 @@ assert bool((abs(m_hat - m_exact) < 4 * se).all())
 # %%
 fig, axes = plt.subplots(1, 5, figsize=(11, 2.5), sharex=True, sharey=True)
 truth = data.sample(n, generator=torch.Generator().manual_seed(1))
-for ax, k in zip(axes, (schedule.T, 150, 100, 50, 0)):
+for ax, k in zip(axes, (schedule.T, 100, 40, 10, 0)):
     pts = snapshots[k].numpy()
-    ax.scatter(truth[:, 0], truth[:, 1], s=1, c="0.8", label="data")
-    ax.scatter(pts[:, 0], pts[:, 1], s=1, c="C0", label="sampler")
+    ax.scatter(pts[:, 0], pts[:, 1], s=1, c="C0", alpha=0.25, label="sampler")
+    ax.scatter(truth[:1000, 0], truth[:1000, 1], s=1, c="C1", alpha=0.5, label="data")
     ax.set_title("x_T ~ N(0, I)" if k == schedule.T else f"t = {k}" if k else "x_0 (output)", fontsize=9)
 axes[0].set_xlim(-3, 3)
 axes[0].set_ylim(-3, 3)

@@ -90,10 +90,16 @@ def _derivation(name: str) -> str:
 def _figure(name: str, caption: str | None, page_src: str) -> str:
     path = DOCS / "figures" / f"{name}.png"
     if not path.exists():
-        raise DocsBuildError(f"figure {path.relative_to(DOCS.parent)} is missing (regenerate with experiments/)")
+        how = (
+            "python derivations/NN_*.py --figures docs/figures/derivations"
+            if name.startswith("derivations/")
+            else "elbo-lab run, then copy its PNGs here"
+        )
+        raise DocsBuildError(f"figure {path.relative_to(DOCS.parent)} is missing (regenerate: {how})")
     depth = page_src.count("/")
     rel = "../" * depth + f"figures/{name}.png"
-    return f"![{caption or name}]({rel})\n\n*{caption or ''}*"
+    text = _md_text(caption or name)
+    return f"![{text}]({rel})\n\n*{text}*"
 
 
 def _checks(prefix: str) -> str:

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from matplotlib.image import imread
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = sorted((ROOT / "derivations").glob("[0-9][0-9]_*.py"))
@@ -49,7 +50,16 @@ def test_runs_as_a_script(script, tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert "✗" not in r.stdout and re.search(r"all \d+ steps shown, each proven by SymPy ✓", r.stdout)
     for name in _figures_drawn(script):
-        assert (tmp_path / f"{name}.png").stat().st_size > 5_000, name
+        drawn = tmp_path / f"{name}.png"
+        assert drawn.stat().st_size > 5_000, name
+        # the copy the docs embed is what the script draws today (same seeds, same numbers, same picture)
+        shipped = ROOT / "docs" / "figures" / "derivations" / f"{name}.png"
+        if shipped.exists():
+            a, b = imread(drawn), imread(shipped)
+            assert a.shape == b.shape and float(abs(a - b).mean()) < 2e-3, (
+                f"docs/figures/derivations/{name}.png is stale: python {script.relative_to(ROOT)} "
+                "--figures docs/figures/derivations"
+            )
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)

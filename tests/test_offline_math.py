@@ -246,6 +246,9 @@ def test_docs_page_renders_math_offline_in_chromium(site, page):
             for piece in re.split(r"`[^`]*`", step.statement):
                 piece = " ".join(piece.split())
                 assert piece in shown, f"{page}: step of {name} not shown as written: {piece!r}"
+    # figure captions too (they hold x_0, x_{t−1}, ...: Markdown must not eat the underscores)
+    for caption in re.findall(r"^\{\{ figure \S+ (.*?) \}\}$", source, flags=re.M):
+        assert " ".join(caption.split()) in shown, f"{page}: caption not shown as written: {caption[:80]!r}"
 
 
 def test_site_publishes_no_build_code_and_loads_nothing_from_outside(site):
