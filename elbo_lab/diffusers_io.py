@@ -29,10 +29,14 @@ diffusers' ``timestep`` is the engine's code index k = t − 1):
   is unused by its sampler; the bound needs a decoder variance there and takes the engine's (the reference's):
   clipped β̃_2 for ``fixed_small`` and ``learned_range``, β_1 for ``fixed_large``.
 - **clip_sample** (diffusers' default True) / ``clip_sample_range``: the sampler clips x̂_0 to [−r, r] before
-  forming the posterior mean.  The bound then is that of the clipped model; the ε̂ handed to the engine is the
-  one implied by the clipped x̂_0 (ε̂ = (x_t − √ᾱ_t clip(x̂_0))/√(1−ᾱ_t)), which makes the engine's mean
-  μ_θ(x_t, ε̂) exactly the clipped posterior mean.  Where nothing is clipped ε̂ is left untouched (bit for bit).
-  ``thresholding`` (dynamic thresholding) raises.
+  forming the posterior mean.  The bound then is that of the clipped model.  With r = 1 this is the engine's
+  ``ModelSpec.clip_denoised``; with another r the wrapper hands the engine the ε̂ implied by the clipped x̂_0
+  (ε̂ = (x_t − √ᾱ_t clip(x̂_0))/√(1−ᾱ_t)), which makes the engine's mean μ_θ(x_t, ε̂) exactly the clipped
+  posterior mean (rows where nothing is clipped keep their ε̂ bit for bit).  ``thresholding`` raises.
+
+The model being bounded is :meth:`DiffusersModel.spec` (a :class:`elbo_lab.bound.ModelSpec`): variance
+convention, discretized decoder on the data's levels, prediction type (the engine converts x̂_0 / v̂ to ε̂) and
+x̂_0 clipping -- so the number and the model it bounds travel together.
 
 The U-Net runs in its parameter dtype (float32 as saved); ε̂ is formed in the dtype of x_t (float64 from the
 engine).  Tests: ``tests/test_diffusers_io.py`` (conversions against diffusers' own ``add_noise`` /
@@ -57,6 +61,7 @@ from .schedule import NoiseSchedule
 __all__ = ["DiffusersEps", "DiffusersModel", "eps_from_v", "load_diffusers", "schedule_from_config"]
 
 PREDICTIONS = ("epsilon", "sample", "v_prediction")
+ENGINE_PREDICTION = {"epsilon": "epsilon", "sample": "sample", "v_prediction": "v"}  # ModelSpec.prediction
 # diffusers variance_type -> the engine's variance convention
 VARIANCES = {
     "fixed_small": "posterior",
@@ -113,14 +118,18 @@ class DiffusersEps(nn.Module):
     """ε-model for the engine from a diffusers ``UNet2DModel``: ``(x_t, k) → ε̂`` or ``(ε̂, v)`` (learned_range).
 
     ``clip``: None, or r > 0 to clip x̂_0 to [−r, r] (diffusers' ``clip_sample``), see the module docstring.
+    ``convert=False``: return the U-Net's output as it is (ε̂, x̂_0 or v̂; the engine converts it, as the
+    :class:`~elbo_lab.bound.ModelSpec` says) and ignore ``clip``.
     """
 
-    def __init__(self, unet: nn.Module, schedule: NoiseSchedule, prediction_type: str, learned: bool, clip=None):
+    def __init__(
+        self, unet: nn.Module, schedule: NoiseSchedule, prediction_type: str, learned: bool, clip=None, convert=True
+    ):
         super().__init__()
         if prediction_type not in PREDICTIONS:
             raise ElboLabError(f"diffusers prediction_type {prediction_type!r} is not one of {', '.join(PREDICTIONS)}")
         self.unet, self.schedule = unet, schedule
-        self.prediction_type, self.learned, self.clip = prediction_type, learned, clip
+        self.prediction_type, self.learned, self.clip, self.convert = prediction_type, learned, clip, convert
 
     def forward(self, xt: torch.Tensor, k: torch.Tensor):
         dtype = next(self.unet.parameters()).dtype
@@ -133,6 +142,8 @@ class DiffusersEps(nn.Module):
             )
         raw, v = (out[:, :C], (out[:, C:] + 1.0) / 2.0) if self.learned else (out, None)  # v: diffusers' frac
         s = self.schedule
+        if not self.convert:
+            return (raw, v) if self.learned else raw
         if self.prediction_type == "epsilon":
             eps = raw
         elif self.prediction_type == "sample":
@@ -161,10 +172,21 @@ class DiffusersModel:
     unet_config: dict = field(repr=False, default_factory=dict)
     scheduler_config: dict = field(repr=False, default_factory=dict)
 
-    def bound_kwargs(self) -> dict:
-        """The model-defining keyword arguments of :func:`elbo_lab.bound.variational_bound` (the one place that
-        turns this model's conventions into the engine's)."""
-        return {"variance": self.variance}
+    def spec(self, levels: int):
+        """The model being bounded, as the engine's :class:`~elbo_lab.bound.ModelSpec` (the one place that turns
+        this model's conventions into the engine's): variance, discretized decoder on ``levels``, the prediction
+        type and x̂_0 clipping -- done by the engine, or by the wrapper when the clip range is not 1."""
+        from .bound import ModelSpec
+
+        by_engine = not self.eps_model.convert
+        return ModelSpec(
+            variance=self.variance,
+            decoder="discretized",
+            levels=levels,
+            prediction=ENGINE_PREDICTION[self.prediction_type] if by_engine else "epsilon",
+            clip_denoised=self.clip is not None and by_engine,
+            source=f"diffusers: {self.describe()}",
+        )
 
     def describe(self) -> str:
         clip = f"x̂_0 clipped to [-{self.clip:g}, {self.clip:g}] (clip_sample)" if self.clip else "x̂_0 not clipped"
@@ -243,5 +265,7 @@ def load_diffusers(path: str | Path, device="cpu") -> DiffusersModel:
         )
     clip = float(cfg.get("clip_sample_range", 1.0)) if cfg.get("clip_sample", True) else None
     schedule = schedule.to(device)
-    model = DiffusersEps(unet.to(device).eval(), schedule, ptype, learned, clip)
+    # the engine converts and clips (ModelSpec) unless the clip range is not 1, which only the wrapper can do
+    convert = clip is not None and clip != 1.0
+    model = DiffusersEps(unet.to(device).eval(), schedule, ptype, learned, clip, convert=convert)
     return DiffusersModel(path, model, schedule, VARIANCES[vtype], ptype, vtype, clip, shape, ucfg, cfg)

@@ -29,7 +29,15 @@ else:
 
 from diffusers import DDPMScheduler, UNet2DModel  # noqa: E402
 
-from elbo_lab.diffusers_io import VARIANCES, DiffusersEps, eps_from_v, load_diffusers, schedule_from_config  # noqa: E402
+from elbo_lab.bound import _to_eps  # noqa: E402  (the engine's output → ε̂ conversion, which ModelSpec selects)
+from elbo_lab.diffusers_io import (
+    ENGINE_PREDICTION,
+    VARIANCES,
+    DiffusersEps,
+    eps_from_v,
+    load_diffusers,
+    schedule_from_config,
+)  # noqa: E402
 
 F64 = torch.float64
 T = 20
@@ -163,13 +171,18 @@ def test_reverse_step_matches_diffusers_step(ptype, vtype, clip):
             return (raw.expand(xt.shape[0], -1, -1, -1) + self.w,)
 
     assert (VARIANCES[vtype] == "learned") == learned
-    model = DiffusersEps(Fixed(), s, ptype, learned=learned, clip=1.0 if clip else None)
+    model = DiffusersEps(Fixed(), s, ptype, learned=learned, clip=1.0 if clip else None)  # the wrapper converts
+    raw_model = DiffusersEps(Fixed(), s, ptype, learned=learned, clip=None, convert=False)  # the engine converts
+    pred = ENGINE_PREDICTION[ptype]
     for k in (1, 5, T - 1):
         xt = torch.randn(1, C, 4, 4, generator=g, dtype=F64)
         kk = torch.tensor([k])
         out = model(xt, kk)
         eps, v = out if learned else (out, None)
         mu = D.reverse_mean(s, xt, kk, eps)
+        out_raw = raw_model(xt, kk)
+        eps_engine = _to_eps(s, xt, kk, out_raw[0] if learned else out_raw, pred, clip)  # what ModelSpec makes
+        torch.testing.assert_close(D.reverse_mean(s, xt, kk, eps_engine), mu, rtol=0, atol=1e-12)
         var = D.reverse_variance_from_v(s, kk, v) if learned else D.reverse_variance(s, kk, VARIANCES[vtype])
         mu_d, var_d = _diffusers_mean_var(sch, raw.float(), xt.float(), k)
         torch.testing.assert_close(mu.float(), mu_d, rtol=1e-4, atol=1e-5)
@@ -198,7 +211,14 @@ def test_load_reads_settings_and_refuses_unsupported(tmp_path):
     )
     m = load_diffusers(d)
     assert (m.prediction_type, m.variance, m.clip, m.shape) == ("v_prediction", "learned", 1.0, (1, 8, 8))
-    assert m.bound_kwargs() == {"variance": "learned"}
+    spec = m.spec(17)
+    assert (spec.variance, spec.prediction, spec.clip_denoised, spec.levels) == ("learned", "v", True, 17)
+    assert not m.eps_model.convert  # the engine converts v̂ and clips
+    r2 = save(tmp_path / "r2", tiny_unet(), scheduler(prediction_type="sample", clip_sample_range=2.0))
+    m2 = load_diffusers(r2)
+    spec2 = m2.spec(17)
+    assert (m2.clip, m2.eps_model.convert, spec2.prediction, spec2.clip_denoised) == (2.0, True, "epsilon", False)
+    assert "clipped to [-2, 2]" in spec2.source
     from elbo_lab.errors import ElboLabError
 
     bad = save(tmp_path / "b", tiny_unet(), scheduler(variance_type="learned_range"))  # needs 2C outputs
@@ -209,13 +229,18 @@ def test_load_reads_settings_and_refuses_unsupported(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "ptype,vtype,pipeline", [("epsilon", "fixed_small", False), ("v_prediction", "learned_range", True)]
+    "ptype,vtype,pipeline,clip",
+    [
+        ("epsilon", "fixed_small", False, False),
+        ("v_prediction", "learned_range", True, False),
+        ("sample", "fixed_large", False, True),
+    ],
 )
-def test_cli_bound_equals_direct_variational_bound(tmp_path, capsys, ptype, vtype, pipeline):
+def test_cli_bound_equals_direct_variational_bound(tmp_path, capsys, ptype, vtype, pipeline, clip):
     """`elbo-lab bound --diffusers DIR` = variational_bound on the same U-Net, wrapped here from the definitions."""
     learned = vtype == "learned_range"
     unet = tiny_unet(learned=learned)
-    sch = scheduler(prediction_type=ptype, variance_type=vtype, clip_sample=False)
+    sch = scheduler(prediction_type=ptype, variance_type=vtype, clip_sample=clip)
     d = save(tmp_path, unet, sch, pipeline)
     out = tmp_path / "b.json"
     assert cli(["bound", "--diffusers", str(d), "--data", "digits", "--n", "3", "--estimator", "full",
@@ -229,19 +254,23 @@ def test_cli_bound_equals_direct_variational_bound(tmp_path, capsys, ptype, vtyp
     def direct(xt, k):
         o = unet(xt.float(), k).sample.double()
         raw, fv = (o[:, :1], (o[:, 1:] + 1) / 2) if learned else (o, None)
+        ab = s.alpha_bars[k].reshape(-1, 1, 1, 1)
         if ptype == "v_prediction":
-            ab = s.alpha_bars[k].reshape(-1, 1, 1, 1)
             raw = ab.sqrt() * raw + (1 - ab).sqrt() * xt  # ε = √ᾱ v + √(1−ᾱ) x_t
+        if ptype == "sample":  # x̂_0, clipped like DDPMScheduler.step, then ε = (x_t − √ᾱ x̂_0)/√(1−ᾱ)
+            raw = (xt - ab.sqrt() * raw.clamp(-1, 1)) / (1 - ab).sqrt()
         return (raw, fv) if learned else raw
 
     x = load_digits().test[:3].to(F64)
     with torch.no_grad():
         res = variational_bound(
-            direct, s, x, estimator="full", variance="learned" if learned else "posterior", levels=17,
+            direct, s, x, estimator="full", variance={"learned_range": "learned", "fixed_small": "posterior",
+            "fixed_large": "beta"}[vtype], levels=17,
             generator=0, model_dtype=F64, bits_per_dim=True,
         )  # fmt: skip
     assert got["n_images"] == 3 and got["n_evals"] == 2 * 3 * T  # full: 2 ε draws per step
     assert got["config"]["diffusers"]["prediction_type"] == ptype
+    assert got["model"]["prediction"] == ENGINE_PREDICTION[ptype] and got["model"]["clip_denoised"] == clip
     assert abs(got["total"] - res.mean()) < 1e-9
     torch.testing.assert_close(torch.tensor(got["terms"], dtype=F64), res.terms.mean(0), rtol=0, atol=1e-9)
 

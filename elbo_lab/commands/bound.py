@@ -270,7 +270,6 @@ def _main(args: argparse.Namespace, dist, device) -> int:
 
 def _diffusers_source(args: argparse.Namespace, device):
     """(path, ε-model, checkpoint-like description, dataset) for ``--diffusers DIR`` (elbo_lab.diffusers_io)."""
-    from ..bound import ModelSpec
     from ..data import load_data
     from ..diffusers_io import load_diffusers
 
@@ -281,18 +280,9 @@ def _diffusers_source(args: argparse.Namespace, device):
     if tuple(ds.shape) != dm.shape:
         raise DataError(f"{args.data}: examples of shape {ds.shape}, but the U-Net takes {dm.shape}")
     model = dm.eps_model  # has .schedule like the checkpoints' EpsModel
-    cfg = {
-        "variance": dm.variance,
-        "param": dm.prediction_type,
-        "T": dm.schedule.T,
-        "bound_kwargs": dm.bound_kwargs(),
-        "diffusers": dm.describe_dict(),
-    }
+    mspec = dm.spec(ds.levels)  # the model being bounded (prediction type, variance, clipping)
+    cfg = {"variance": dm.variance, "param": dm.prediction_type, "T": dm.schedule.T, "diffusers": dm.describe_dict()}
     info = {"levels": ds.levels, "shape": list(ds.shape), "spec": args.data}
-    # the wrapper hands the engine ε̂ (prediction type and clip_sample applied inside it)
-    mspec = ModelSpec(
-        **{"decoder": "discretized", "levels": ds.levels, **dm.bound_kwargs()}, source=f"diffusers: {dm.describe()}"
-    )
     desc = {"config": cfg, "data": info, "step": None, "device": None, "describe": dm.describe(), "model_spec": mspec}
     return dm.path, model, desc, ds
 
