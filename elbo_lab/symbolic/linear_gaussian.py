@@ -234,6 +234,7 @@ def build(
     from . import get
 
     d = Derivation("linear_gaussian", "E4", "Linear-Gaussian VAE: exact log p(x), posterior, ELBO gap", "The VAE route")
+    d.assume("p(z) = N(0, 1), p(x_i|z) = N(w_i z + b_i, sigma2), sigma2 > 0; q(z|x) = N(m, v), v > 0")
     gaussian_integral_step(d)
     kl_result = get("gaussian_kl").result("kl")
 

@@ -64,6 +64,10 @@ def build(
     d = Derivation(
         "vae_elbo", "E3", "log p(x) = ELBO + KL(q ‖ p(z|x)); ELBO = E_q log p(x|z) − KL(q ‖ p(z))", "The VAE route"
     )
+    d.assume(
+        "p(x), p(x, z), p(x|z), p(z), q(z|x) > 0 at the (x, z) considered (the pointwise identities take their logs)",
+        "conjugate model: s2 > 0, v > 0; w, b, m, x, z real; importance weights w_i > 0, k ≥ 1",
+    )
 
     # ---- pointwise identities of log-density ratios --------------------------------------------------------
     posterior = P_XZ / P_X  # Bayes: p(z|x) = p(x, z) / p(x)
