@@ -167,6 +167,8 @@ def sharded_bound(dist: Dist, eps_model, schedule, x0: torch.Tensor, **kw):
         return variational_bound(eps_model, schedule, x0, **kw)
     if "image_ids" in kw:
         raise ValueError("sharded_bound assigns image_ids itself (the images' indices in x0)")
+    if kw.get("progress") and not dist.is_main:
+        kw = {**kw, "progress": False}  # one progress bar (rank 0's block), not one per process
     N = x0.shape[0]
     n_pilot = 0
     if kw.get("estimator") == "importance" and kw.get("proposal") is None:
