@@ -344,14 +344,10 @@ class BoundResult:
         """Interval for the mean bound of *these images* from the estimator's noise: mean ± t_ν·s.e., with
         s.e. = mean_stderr("estimator") and ν = :meth:`mean_dof` (Student t: few strata give few degrees of
         freedom; ν → ∞ gives ±1.96 s.e. at 95%).  Coverage measured in benchmarks/bench_bound.py part (c)."""
-        from scipy.stats import t as student_t
+        from scipy.stats import norm, t
 
         se, nu = self.mean_stderr("estimator"), self.mean_dof()
-        q = (
-            float(student_t.ppf(0.5 + level / 2, nu))
-            if math.isfinite(nu)
-            else float(student_t.ppf(0.5 + level / 2, 1e9))
-        )
+        q = float(t.ppf(0.5 + level / 2, nu) if math.isfinite(nu) else norm.ppf(0.5 + level / 2))
         return self.mean() - q * se, self.mean() + q * se
 
     def bits_per_dim(self) -> BoundResult:

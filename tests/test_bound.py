@@ -619,6 +619,69 @@ def test_cli_bound_names_and_reproduces_the_convention(tiny_ckpt, tmp_path, caps
     assert r["total"] == pytest.approx(want.mean(), rel=1e-12)
 
 
+# -- the number to cite -------------------------------------------------------------------------------------------
+
+
+def test_citation_line_and_fields(model, schedule):
+    """The quotable line and the dict carry the same numbers; the CI is mean ± t_ν·s.e. with ν recomputed here
+    from the Welch–Satterthwaite formula (scipy's t quantile), in bits/dim."""
+    from scipy.stats import t as student_t
+
+    from elbo_lab.cite import citation, citation_line
+
+    g = torch.Generator().manual_seed(4)
+    x = torch.randint(0, LEVELS, (5, DIM), generator=g).to(F64) * 2 / (LEVELS - 1) - 1
+    r = variational_bound(model, schedule, x, estimator="importance", num_samples=6, levels=LEVELS, generator=2)
+    b = r.bits_per_dim()
+    se = float(b.stderr.pow(2).sum().sqrt() / 5)
+    nu = float(b.stderr.pow(2).sum() ** 2 / (b.stderr.pow(4) / b.dof).sum())
+    q = student_t.ppf(0.975, nu)
+    c = citation(r, version="9.9", commit="abc")
+    assert c["value"] == pytest.approx(b.mean(), rel=1e-12) and c["stderr"] == pytest.approx(se, rel=1e-12)
+    assert c["ci95"] == pytest.approx([b.mean() - q * se, b.mean() + q * se], rel=1e-9)
+    assert c["dof"] == pytest.approx(nu, rel=1e-9) and c["units"] == "bits/dim"
+    assert (c["estimator"], c["num_samples"], c["n_images"], c["n_evals"], c["T"]) == ("importance", 6, 5, r.n_evals, T)
+    assert c["model"] == r.model.to_dict() and (c["version"], c["git_commit"]) == ("9.9", "abc")
+    line = citation_line(r)
+    assert line == c["line"] and line.startswith(f"NLL ≤ {b.mean():.5f} ± {se:.5f} bits/dim (1 s.e.; 95% CI [")
+    assert f"[{c['ci95'][0]:.5f}, {c['ci95'][1]:.5f}]" in line and f"{r.n_evals:,} network evaluations" in line
+    assert f"T = {T}" in line and "posterior variance" in line and "5 images" in line
+    one = variational_bound(model, schedule, x, levels=LEVELS, eps_draws=1)
+    assert "not estimated" in citation_line(one) and citation(one)["stderr"] is None
+
+
+def test_cli_bound_ends_with_the_citation_line(tiny_ckpt, tmp_path, capsys):
+    import json
+
+    from elbo_lab import __version__
+    from elbo_lab.cli import main as cli
+
+    out = tmp_path / "c.json"
+    argv = ["bound", str(tiny_ckpt), "--n", "4", "--budget", "6", "--device", "cpu", "--quiet", "--json", str(out)]
+    assert cli(argv) == 0
+    captured = capsys.readouterr()
+    r = json.loads(out.read_text())
+    assert captured.out.rstrip().splitlines()[-1] == r["citation"]["line"]
+    assert r["citation"]["value"] == pytest.approx(r["total"], rel=1e-12)
+    assert r["citation"]["stderr"] == pytest.approx(r["stderr_estimator"], rel=1e-12)
+    assert r["version"] == __version__ and r["citation"]["git_commit"] == r["git_commit"]
+    assert "it/s" not in captured.err and "eval/s" not in captured.err  # no bar off a terminal
+
+
+def test_progress_bar_on_a_terminal_only(model, schedule, x0, monkeypatch, capsys):
+    """The bar (tqdm, ETA) is drawn when stderr is a terminal and progress=True; never otherwise."""
+    import sys
+
+    variational_bound(model, schedule, x0, levels=LEVELS, progress=True)
+    assert "eval" not in capsys.readouterr().err  # pytest's stderr is not a terminal
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    variational_bound(model, schedule, x0, levels=LEVELS, progress=True, chunk_size=16)
+    err = capsys.readouterr().err
+    assert "bound (full)" in err and "eval" in err
+    variational_bound(model, schedule, x0, levels=LEVELS, progress=False)
+    assert capsys.readouterr().err == ""
+
+
 # -- noise keyed by (image, step, draw) ----------------------------------------------------------------------------
 
 

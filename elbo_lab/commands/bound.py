@@ -4,7 +4,10 @@ with the per-term breakdown (L_T, each L_{t−1}, L_0) and standard errors, besi
 The bound is the engine's (:func:`elbo_lab.bound.variational_bound`): a negative-log-likelihood bound
 (≥ −log p_θ(x_0)).  ``--estimator full`` evaluates every step for every image (N·T network evaluations);
 ``importance`` (default), ``stratified`` and ``uniform`` sample ``--budget`` steps per image and report a standard
-error that covers the sampled steps and noise.  The table groups steps; ``--json`` has every step.
+error that covers the sampled steps and noise.  The table groups steps; ``--json`` has every step.  The last line
+is the number to cite (:func:`elbo_lab.cite.citation_line`), and ``--json`` has the same fields under
+"citation" with the package version and git commit.  A progress bar with ETA goes to stderr when it is a
+terminal (``--quiet``: none).
 
 Conventions by name (:class:`elbo_lab.bound.ModelSpec`): ``--variance`` picks σ_t² (default: the checkpoint's) and
 ``--clip-denoised`` clips x̂_0 to [−1, 1].  A number computed the way improved-diffusion's ``calc_bpd_loop``
@@ -72,6 +75,7 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="clip x̂_0 to [-1, 1] in every reverse mean (the reference's clip_denoised): bounds the clipped "
         "sampler's model",
     )
+    p.add_argument("--quiet", action="store_true", help="no progress bar (it is off anyway when stderr is no terminal)")
     p.add_argument("--json", metavar="FILE", help="write the result (every term) as JSON")
 
 
@@ -179,6 +183,7 @@ def _main(args: argparse.Namespace, dist, device) -> int:
         generator=args.seed,
         model_dtype=torch.float64,
         bits_per_dim=True,
+        progress=not args.quiet and dist.is_main,
     )
     if not dist.is_main:
         return 0
@@ -227,6 +232,13 @@ def _main(args: argparse.Namespace, dist, device) -> int:
         print(f"{label:<16}{value:>12.5f}{err:>12.5f}{note}")
     print(f"{'total':<16}{total:>12.5f}{se_img:>12.5f}   (stderr over images; estimator alone ± {se_est:.5f})")
     print(f"per-pixel categorical baseline on the same images: {baseline:.5f} bits/dim (exact NLL)")
+    from .. import __version__
+    from ..cite import citation
+    from ..provenance import git_commit
+
+    cite = citation(res, version=__version__, commit=git_commit())
+    print()
+    print(cite["line"])
 
     if args.json:
         atomic_write_json(
@@ -262,6 +274,9 @@ def _main(args: argparse.Namespace, dist, device) -> int:
                 "terms_count": cnt,
                 "groups": rows,
                 "per_pixel_baseline": baseline,
+                "citation": cite,
+                "version": __version__,
+                "git_commit": cite["git_commit"],
                 "per_image": {"total": res.total.tolist(), "stderr": res.stderr.tolist()},  # bits/dim, split order
             },
         )
