@@ -118,7 +118,8 @@ def _checks(prefix: str) -> str:
     ]
     for c in rows:
         mark = "✓" if c["passed"] else "✗"
-        out.append(f"| `{c['id']}` {c['statement']} | {c['expected']} | {c['observed']} | {c['tolerance']} | {mark} |")
+        cells = [f"`{c['id']}` {_md_text(c['statement'])}"] + [_md_text(str(c[k])) for k in ("expected", "observed")]
+        out.append(f"| {' | '.join(cells)} | {_md_text(str(c['tolerance']))} | {mark} |")
     return "\n".join(out)
 
 

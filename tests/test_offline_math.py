@@ -20,6 +20,7 @@ written report.html (else a smoke-budget ``elbo-lab run`` writes one).
 from __future__ import annotations
 
 import html.parser
+import json
 import os
 import re
 import shutil
@@ -251,6 +252,13 @@ def test_docs_page_renders_math_offline_in_chromium(site, page):
             for piece in re.split(r"`[^`]*`", step.statement):
                 piece = " ".join(piece.split())
                 assert piece in shown, f"{page}: step of {name} not shown as written: {piece!r}"
+    # check-table rows: a "|" in a claim's text must not split its table cell
+    claims = json.loads((ROOT / "docs" / "results" / "checks.json").read_text())["claims"]
+    for prefix in re.findall(r"^\{\{ checks (\S+) \}\}$", source, flags=re.M):
+        for c in (c for c in claims if c["id"].startswith(prefix)):
+            for piece in re.split(r"`[^`]*`", c["statement"]):
+                piece = " ".join(piece.split())
+                assert piece in shown, f"{page}: check {c['id']} not shown as written: {piece!r}"
     # figure captions too (they hold x_0, x_{t−1}, ...: Markdown must not eat the underscores)
     for caption in re.findall(r"^\{\{ figure \S+ (.*?) \}\}$", source, flags=re.M):
         assert " ".join(caption.split()) in shown, f"{page}: caption not shown as written: {caption[:80]!r}"
