@@ -87,4 +87,4 @@ assert identity_err < 1e-9 and abs(mc - exact) < 4 * se
 E8 = teach.report("mean_matching")
 teach.steps(E8, upto=6)
 teach.finish(E8)
-teach.result(E8, "kl_equal_var")
+kl_equal_var = teach.result(E8, "kl_equal_var")

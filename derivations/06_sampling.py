@@ -40,7 +40,7 @@ teach.steps(E11, upto=6)
 # %%
 teach.steps(E11, upto=8)
 teach.finish(E11)
-teach.result(E11, "step")
+update = teach.result(E11, "step")
 
 # %% [markdown]
 # ## Running the sampler where the answer is known

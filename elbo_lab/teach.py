@@ -151,15 +151,17 @@ def step(rep, i: int):
     return st
 
 
-def steps(rep, upto: int | None = None) -> list:
+def steps(rep, upto: int | None = None) -> None:
     """Show, in order, every step not shown yet up to step ``upto`` (1-based; all remaining steps if None).
 
     Cells name where they stop rather than every step, so a step the library adds later still appears (in the
-    cell that covers its place) instead of going unseen.  Returns the :class:`~elbo_lab.symbolic.Step` objects.
+    cell that covers its place) instead of going unseen.  (The steps themselves are ``rep.steps[i].step``.)
     """
     shown = _SHOWN.setdefault(id(rep), set())
     last = len(rep.steps) if upto is None else min(upto, len(rep.steps))
-    return [step(rep, i) for i in range(1, last + 1) if i not in shown]
+    for i in range(1, last + 1):
+        if i not in shown:
+            step(rep, i)
 
 
 def finish(rep) -> None:

@@ -81,6 +81,8 @@ def test_executes_as_a_notebook(script, tmp_path, monkeypatch):
     client.execute()  # raises CellExecutionError (with the traceback) on the first failing cell
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
+    stray = [o["data"].get("text/plain", "")[:80] for o in outputs if o.get("output_type") == "execute_result"]
+    assert not stray, f"{script.name}: a cell ends in a value that the notebook prints as a raw repr: {stray}"
     latex = [o for o in outputs if "text/latex" in o.get("data", {})]
     assert len(latex) >= 5, f"{script.name}: only {len(latex)} rendered formulas"
     pngs = [o for o in outputs if "image/png" in o.get("data", {})]
