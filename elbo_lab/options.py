@@ -65,6 +65,7 @@ RANGES: dict[str, Range] = {
     "levels": _i(2, MAX_LEVELS),
     "batch_size": _i(1, 8192),
     "lr": _f(0, 10, lo_open=True),
+    "threads": _i(0, 4096),  # torch intra-op threads (0: torch's default)
     # train ddpm
     "T": _i(2, MAX_T),
     "beta_start": _f(0, 1, lo_open=True, hi_open=True),

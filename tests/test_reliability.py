@@ -737,3 +737,29 @@ def test_subprocess_error_is_one_line_without_traceback(tmp_path):
     for argv in (["train", "ddpm", "--lr", "nan"], ["derive", "gaussian_kl", "--json", str(tmp_path)]):
         r = subprocess.run([sys.executable, "-m", "elbo_lab.cli", *argv], capture_output=True, text=True)
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+class _EvalPickle:
+    def __reduce__(self):
+        return (eval, ("__import__('os').system('echo pwned > /tmp/elbo-lab-pwned')",))
+
+
+@pytest.mark.parametrize("variant", ["os.system", "builtins.eval"])
+@pytest.mark.parametrize("reader", ["bound", "sample", "train ddpm --resume", "train vae --resume"])
+def test_malicious_pickle_is_refused_by_every_checkpoint_reader(reader, variant, tmp_path, capsys):
+    payload = _Evil() if variant == "os.system" else _EvalPickle()
+    run = tmp_path / "run"
+    run.mkdir()
+    name = "checkpoint.pt" if reader == "train vae --resume" else "last.pt"
+    fmt = "elbo-lab/vae-checkpoint" if reader == "train vae --resume" else "elbo-lab-ddpm"
+    torch.save({"format": fmt, "version": 1, "payload": payload}, run / name)
+    argv = {
+        "bound": ["bound", run / name, "--device", "cpu"],
+        "sample": ["sample", run / name, "--device", "cpu", "--out", tmp_path / "s.png"],
+        "train ddpm --resume": ["train", "ddpm", "--resume", "--steps", "9", "--out", run, "--no-progress"],
+        "train vae --resume": ["train", "vae", "--resume", "--out", run, "--no-progress"],
+    }[reader]
+    if os.path.exists("/tmp/elbo-lab-pwned"):
+        os.unlink("/tmp/elbo-lab-pwned")
+    expect_refusal(capsys, argv, [run], "not a readable checkpoint")
+    assert not os.path.exists("/tmp/elbo-lab-pwned")
