@@ -4,9 +4,10 @@
 # *Guide section "Diffusion ELBO derivation"; docs page 5.*
 #
 # The guide's central claim starts here: the log-ratio of the model's joint to the forward process, for *every*
-# trajectory, splits into a decoder term, a prior term and one term per reverse step. SymPy proves it for
-# concrete chains (T = 3 and T = 4) with arbitrary Gaussian reverse steps standing in for a network; taking
-# expectations turns each term into a KL. Mean matching (E8) then shows what each KL asks of the network.
+# trajectory, splits into a decoder term, a prior term and one term per reverse step. SymPy proves it for any
+# T and again, term by term, for concrete chains (T = 3 and T = 4) with arbitrary Gaussian reverse steps
+# standing in for a network; taking expectations turns each term into a KL. Mean matching (E8) then shows
+# what each KL asks of the network.
 #
 # Every formula comes from `elbo_lab/symbolic/telescoping.py` and `mean_matching.py`, proven by SymPy as this
 # runs. Run: `python derivations/04_diffusion_elbo.py`, or open it as a notebook.
@@ -20,22 +21,24 @@ from elbo_lab.symbolic import reference
 E7 = teach.report("telescoping")
 
 # %% [markdown]
-# ## T = 3: Bayes turns each forward step around, the ratios telescope, and the terms regroup
+# ## Any T: Bayes turns each forward step around, the ratios telescope, and the terms regroup
 
 # %%
-teach.steps(E7, upto=3)
+teach.steps(E7, upto=4)
 
 # %% [markdown]
-# ## T = 4: the same three moves (nothing special about three steps)
+# ## Expectations: the KL terms, and why the result bounds −log p_θ(x_0)
 
 # %%
-teach.steps(E7, upto=6)
+teach.steps(E7, upto=8)
 
 # %% [markdown]
-# ## Expectations: each bracket becomes a KL, and the ELBO appears
+# ## The same identity on concrete chains (T = 3 and T = 4), term by term
 
 # %%
-teach.steps(E7, upto=9)
+teach.steps(E7, upto=14)
+
+# %%
 teach.finish(E7)
 
 # %% [markdown]
