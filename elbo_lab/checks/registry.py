@@ -20,7 +20,12 @@ __all__ = [
 ]
 
 # modules that register claims when imported (in report order)
-CLAIM_MODULES = ["elbo_lab.checks.symbolic_claims", "elbo_lab.checks.numeric_claims", "elbo_lab.checks.model_claims"]
+CLAIM_MODULES = [
+    "elbo_lab.checks.symbolic_claims",
+    "elbo_lab.checks.numeric_claims",
+    "elbo_lab.checks.formula_claims",
+    "elbo_lab.checks.model_claims",
+]
 
 
 @dataclass
