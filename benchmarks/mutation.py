@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+SOURCE = ROOT  # what mutants are copied from: a snapshot of ROOT taken when the run starts
 
 
 @dataclass(frozen=True)
@@ -292,7 +293,7 @@ def run_mutant(m: Mutant, files: list[str], args, *, baseline: bool = False) -> 
     rec = {**asdict(m), "tests_caught": None, "tests_status": None, "verify_caught": None, "claims_failed": []}
     with tempfile.TemporaryDirectory(prefix="elbo-mutant-") as tmp:
         copy = Path(tmp)
-        _copy_project(ROOT, copy, files)
+        _copy_project(SOURCE, copy, files)
         if args.tests_rev:
             _old_tests(copy, args.tests_rev)
         if not baseline:
@@ -362,6 +363,10 @@ def main(argv=None) -> int:
 
     chosen = [m for m in CATALOGUE if not args.only or any(s in m.id for s in args.only)]
     files = _project_files(ROOT)
+    snapshot = tempfile.TemporaryDirectory(prefix="elbo-mutation-src-")  # edits made while it runs do not leak in
+    _copy_project(ROOT, Path(snapshot.name), files)
+    global SOURCE
+    SOURCE = Path(snapshot.name)
     t0 = time.perf_counter()
     if not args.no_baseline:  # the unpatched copy must pass, or every mutant would look caught
         mapped = tuple(sorted({t for m in chosen for t in m.tests}))
