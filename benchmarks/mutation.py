@@ -34,6 +34,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -176,7 +177,7 @@ CATALOGUE: list[Mutant] = [
            "return float(self.stderr.pow(2).sum().sqrt() / self.N)", "return float(self.stderr.sum() / self.N)",
            (B,), "SE of the estimator: Σ se instead of √Σ se²"),
     Mutant("importance.weight", "estimator", "elbo_lab/bound.py",
-           "return k, 1.0 / proposal.to(device)[k]", "return k, 1.0 / proposal.to(device)[k].sqrt()", (B, O), "importance weight 1/√p"),
+           "return k, 1.0 / p[k]", "return k, 1.0 / p[k].sqrt()", (B, O), "importance weight 1/√p"),
     Mutant("simple.mean_not_sum", "losses", "elbo_lab/bound.py",
            "return (noise - eps_hat).pow(2).flatten(1).mean(1)", "return (noise - eps_hat).pow(2).flatten(1).sum(1)",
            (G + "::test_simple_term_vs_sympy", TL), "L_simple not per dimension"),
@@ -348,6 +349,7 @@ def main(argv=None) -> int:
     p.add_argument("--list", action="store_true", help="print the catalogue and exit")
     p.add_argument("--check", action="store_true", help="check that every patch applies, and exit")
     args = p.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a kill still removes the temporary copies
 
     problems = check_catalogue()
     if args.list:
