@@ -297,6 +297,8 @@ def run_mutant(m: Mutant, files: list[str], args, *, baseline: bool = False) -> 
         _copy_project(SOURCE, copy, files)
         if args.tests_rev:
             _old_tests(copy, args.tests_rev)
+        for name in args.drop_tests:  # e.g. the tests written to kill a mutant, to show it survives the rest
+            (copy / name).unlink(missing_ok=True)
         if not baseline:
             path = copy / m.file
             src = path.read_text(encoding="utf-8")
@@ -344,6 +346,7 @@ def main(argv=None) -> int:
     p.add_argument("--full-verify", action="store_true", help="include the SymPy step proofs E*.derivation")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per child process (default 900)")
     p.add_argument("--tests-rev", metavar="REV", help="use tests/ from this git revision (e.g. the suite before a fix)")
+    p.add_argument("--drop-tests", nargs="+", default=[], metavar="FILE", help="delete these test files in the copy")
     p.add_argument("--no-baseline", action="store_true", help="skip the unpatched run (it must pass)")
     p.add_argument("--json", metavar="FILE", help="write the per-mutant results as JSON")
     p.add_argument("--list", action="store_true", help="print the catalogue and exit")
