@@ -308,6 +308,8 @@ def run_mutant(m: Mutant, files: list[str], args, *, baseline: bool = False) -> 
             path.write_text(src.replace(m.old, m.new), encoding="utf-8")
         if args.full_tests:
             tests = "tests"
+        elif args.tests:
+            tests = ";".join(args.tests)
         else:
             tests = ";".join(t for t in m.tests if (copy / t.split("::")[0]).exists()) or "-"
         tests = "-" if args.verify_only else tests
@@ -346,6 +348,7 @@ def main(argv=None) -> int:
     p.add_argument("--full-verify", action="store_true", help="include the SymPy step proofs E*.derivation")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per child process (default 900)")
     p.add_argument("--tests-rev", metavar="REV", help="use tests/ from this git revision (e.g. the suite before a fix)")
+    p.add_argument("--tests", nargs="+", default=[], metavar="FILE", help="run these test files for every mutant")
     p.add_argument("--drop-tests", nargs="+", default=[], metavar="FILE", help="delete these test files in the copy")
     p.add_argument("--no-baseline", action="store_true", help="skip the unpatched run (it must pass)")
     p.add_argument("--json", metavar="FILE", help="write the per-mutant results as JSON")
