@@ -175,7 +175,7 @@ CATALOGUE: list[Mutant] = [
            "return float(self.total.std() / math.sqrt(self.N))", "return float(self.total.std() / self.N)", (B, O), "SE over images / N"),
     Mutant("stderr.estimator", "standard error", "elbo_lab/bound.py",
            "return float(self.stderr.pow(2).sum().sqrt() / self.N)", "return float(self.stderr.sum() / self.N)",
-           (B,), "SE of the estimator: Σ se instead of √Σ se²"),
+           (B, SE), "SE of the estimator: Σ se instead of √Σ se²"),
     Mutant("importance.weight", "estimator", "elbo_lab/bound.py",
            "return k, 1.0 / p[k]", "return k, 1.0 / p[k].sqrt()", (B, O), "importance weight 1/√p"),
     Mutant("simple.mean_not_sum", "losses", "elbo_lab/bound.py",

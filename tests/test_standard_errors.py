@@ -69,3 +69,30 @@ def test_stderr_unbiased_when_the_decoder_dominates(estimator, num_samples):
     r0 = variational_bound(_model(s, 1.0), s, x, generator=1, **kw)
     share = float(r0.total.var()) / float(r.total.var())
     assert share > 0.4, share
+
+
+def test_dataset_mean_stderrs_match_the_spread_of_replicate_means():
+    """mean_stderr('estimator') (fixed images, fresh steps and ε) and mean_stderr('images') (fresh images) against
+    the spread of 400 replicate dataset means around the oracle's exact answers: E[(mean − E)² − se²] = 0."""
+    from dataclasses import replace
+
+    from elbo_lab.oracles.gaussian import GaussianData
+
+    s, data = NoiseSchedule.cosine(10), GaussianData.random(3, seed=2)
+    R, n = 400, 20
+    eps = data.optimal_eps(s)
+    kw = dict(estimator="stratified", num_samples=8, decoder="gaussian")
+    x = data.sample(R * n, torch.Generator().manual_seed(7))
+    cases = [
+        ("images", x, float(data.expected_bound(s).total)),
+        ("estimator", x[:n].repeat(R, 1), float(data.pointwise_bound(s, "posterior", x[:n]).total.mean())),
+    ]
+    for over, xs, exact in cases:
+        r = variational_bound(eps, s, xs, generator=3, **kw)
+        parts = [replace(r, total=r.total[i * n : (i + 1) * n], stderr=r.stderr[i * n : (i + 1) * n]) for i in range(R)]
+        means = torch.tensor([p.mean() for p in parts], dtype=F64)
+        ses = torch.tensor([p.mean_stderr(over) for p in parts], dtype=F64)
+        d = (means - exact) ** 2 - ses**2
+        z = float(d.mean()) / (float(d.std()) / math.sqrt(R))
+        assert abs(z) < 4, (over, z)
+        assert abs(float(means.mean()) - exact) < 4 * float(means.std()) / math.sqrt(R), over
