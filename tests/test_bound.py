@@ -765,3 +765,19 @@ def test_bad_options_raise(schedule, x0):
 def test_timestep_out_of_range_raises(model, schedule, x0):
     with pytest.raises(ValueError, match="out of range"):
         bound_term(model, schedule, x0, torch.tensor([0, 1, T]), torch.zeros_like(x0), decoder="gaussian")
+
+
+@pytest.mark.parametrize("estimator", ["stratified", "uniform"])
+def test_citation_does_not_quote_an_undercovering_interval(model, schedule, estimator):
+    """Stratified and uniform intervals were measured to undercover (bench_bound part (c)): the line to cite must
+    not present them as a 95% CI, and the JSON says the interval is not trusted."""
+    from elbo_lab.cite import COVERAGE_95, citation, citation_line
+
+    g = torch.Generator().manual_seed(4)
+    x = torch.randint(0, LEVELS, (5, DIM), generator=g).to(F64) * 2 / (LEVELS - 1) - 1
+    r = variational_bound(model, schedule, x, estimator=estimator, num_samples=6, levels=LEVELS, generator=2)
+    line, c = citation_line(r), citation(r)
+    assert "95% CI" not in line and "too small" in line and "cite importance or full" in line
+    assert c["ci95_trusted"] is False and c["ci95_coverage_measured"] == list(COVERAGE_95[estimator])
+    trusted = variational_bound(model, schedule, x, estimator="importance", num_samples=6, levels=LEVELS, generator=2)
+    assert "95% CI [" in citation_line(trusted) and citation(trusted)["ci95_trusted"] is True
