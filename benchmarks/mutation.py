@@ -320,7 +320,9 @@ def run_mutant(m: Mutant, files: list[str], args, *, baseline: bool = False) -> 
         lines = out.splitlines()
         if tests != "-":
             trc = next((int(x.split("=")[1]) for x in lines if x.startswith("TESTS_RC=")), None)
-            if trc is None:  # the child died before pytest finished (import error, crash, timeout)
+            if rc == -9:  # too slow (e.g. a heavily loaded machine): no verdict, reported, never counted as caught
+                rec["tests_status"], rec["tests_caught"] = "timeout", None
+            elif trc is None:  # the child died before pytest finished (import error, crash)
                 rec["tests_status"], rec["tests_caught"] = f"child exited {rc} before the tests finished", True
                 rec["tail"] = out[-600:]
             else:
@@ -330,12 +332,14 @@ def run_mutant(m: Mutant, files: list[str], args, *, baseline: bool = False) -> 
                     rec["tail"] = out[-600:]
         if claims != "-":
             line = next((x for x in lines if x.startswith("FAILED_CLAIMS=")), None)
-            if line is None:  # verify itself could not run (e.g. the mutant broke an import): caught, noted
+            if line is None and rc == -9:
+                rec["claims_failed"], rec["verify_status"] = [], "timeout"
+            elif line is None:  # verify itself could not run (e.g. the mutant broke an import): caught, noted
                 rec["claims_failed"] = [f"(verify did not finish: exit {rc})"]
                 rec.setdefault("tail", out[-600:])
             else:
                 rec["claims_failed"] = [c for c in line.split("=", 1)[1].split(",") if c]
-            rec["verify_caught"] = bool(rec["claims_failed"])
+            rec["verify_caught"] = None if rec.get("verify_status") == "timeout" else bool(rec["claims_failed"])
     return rec
 
 
@@ -406,6 +410,9 @@ def main(argv=None) -> int:
         summary["verify"] = f"{caught}/{n}"
         scope = "all claims" if args.full_verify else "all claims except E*.derivation"
         print(f"verify ({scope}): {caught}/{n} mutants caught")
+    timeouts = [r["id"] for r in results if "timeout" in (r["tests_status"], r.get("verify_status"))]
+    if timeouts:
+        print(f"no verdict (timeout, raise --timeout): {', '.join(timeouts)}")
     for key in ("tests_caught", "verify_caught"):
         missed = [r["id"] for r in results if r[key] is False]
         if missed:
@@ -413,7 +420,9 @@ def main(argv=None) -> int:
     print(f"{n} mutants in {wall:.0f} s wall, {cpu_s:.0f} s CPU (child processes); load {os.getloadavg()[0]:.1f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"summary": summary, "results": results}, indent=1, ensure_ascii=False))
-    all_caught = all(r["tests_caught"] is not False and r["verify_caught"] is not False for r in results)
+    all_caught = not timeouts and all(
+        r["tests_caught"] is not False and r["verify_caught"] is not False for r in results
+    )
     return 0 if all_caught else 1
 
 
