@@ -15,6 +15,7 @@ import importlib
 import sys
 
 from .errors import user_message
+from .threads import add_threads_option, apply_threads
 
 # subcommand -> module in elbo_lab.commands (modules that do not exist yet are skipped)
 COMMANDS = {
@@ -25,6 +26,7 @@ COMMANDS = {
     "sample": "sample",
 }
 TRAIN_COMMANDS = {"vae": "train_vae", "ddpm": "train_ddpm"}
+THREADED = ("run", "bound", "sample", "verify")  # and every `train` command: they take --threads (threads.py)
 
 
 def _load(module: str):
@@ -59,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
         mod.configure(p)
+        if name in THREADED:
+            add_threads_option(p)
         p.set_defaults(_main=mod.main)
     train_mods = {k: _load(m) for k, m in TRAIN_COMMANDS.items()}
     if any(train_mods.values()):
@@ -69,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             p = tsub.add_parser(name, help=mod.HELP, description=mod.HELP)
             mod.configure(p)
+            add_threads_option(p)
             p.set_defaults(_main=mod.main)
     return parser
 
@@ -77,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # argparse: unknown options -> usage line, exit 2
     try:
+        if hasattr(args, "threads"):
+            args.threads = apply_threads(args.threads)  # before any torch work (threads.py says why)
         return int(args._main(args) or 0)
     except (Exception, MemoryError) as exc:
         message = user_message(exc)

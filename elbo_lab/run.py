@@ -5,7 +5,14 @@ to ``DIR/stages/<stage>.json`` (atomically) when it finishes; running again with
 stages and resumes interrupted training from its checkpoint, so Ctrl-C loses at most the stage in progress.
 ``DIR/run.json`` marks a directory as ours (a non-empty directory without it is refused).
 
-Budgets: ``quick`` (the default) fits in about 5 minutes on a 2-core CPU; ``full`` is meant for a GPU.
+Budgets are counts (epochs, optimizer steps, images, network evaluations), never minutes, so the same command and
+seed give the same numbers whatever else the machine is doing (``experiments/reproducibility.py`` checks it);
+``--minutes`` replaces the DDPM's step budget by a wall-clock one for those who want it (and says so).  Torch runs
+with a deliberate thread count (:mod:`elbo_lab.threads`, ``--threads``, recorded in results.json).
+``quick`` (the default) takes about 5 minutes on an idle 2-core CPU; ``full`` is meant for a GPU.
+
+Every figure is drawn from a data table written beside it (``NAME.json``, :mod:`elbo_lab.figures`); the per-step
+figures come from one table (:func:`elbo_lab.reduction.per_step_table`) whose total is the report's full bound.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import ElboLabError
 from .io import atomic_write_json, atomic_write_text, claim_output_dir
 
 __all__ = ["BUDGETS", "Budget", "Pipeline", "run_pipeline"]
@@ -32,20 +40,29 @@ LN2 = math.log(2.0)
 class Budget:
     vae_epochs: int
     vae_iwae_k: int
-    ddpm_minutes: float
+    ddpm_steps: int  # optimizer steps (the budget is a count: reproducible whatever the load)
+    ddpm_eval_every: int  # steps between held-out evaluations (the training curve has steps/eval_every + 1 points)
     ddpm_eval_images: int  # test images for the headline importance-sampled bound
-    ddpm_full_images: int  # test images for the full (every step) per-term breakdown
-    mc_images: int  # images for the Monte Carlo convergence figure
+    ddpm_full_images: int  # test images for the full (every step) per-step table and its figures
+    mc_images: int  # images for the Monte Carlo convergence figure (the first of the full images)
     samples: int  # images per sample grid
     ddpm_overrides: tuple = ()  # (name, value) pairs overriding elbo_lab.ddpm.train.TrainConfig defaults
     vae_overrides: tuple = ()  # ... and elbo_lab.vae.train.TrainConfig
 
 
+# The default DDPM budget (calibrated in CPU time with one torch thread, see docs/ddpm.md and issue 10): the quick
+# run stays within about 5 minutes on an idle 2-core machine and the DDPM's test bound beats the VAE's IWAE.
+QUICK_STEPS = 500
+HEADLINE_SAMPLES = 64  # steps per image of the headline importance-sampled bound
+REVERSE_CHAINS = 4  # sampling chains shown in the reverse-process strip
+FORWARD_STEPS = (1, 10, 50, 100, 200, 400, 600, 800, 1000)  # paper steps of the forward-noising strip (T = 1000)
+
 BUDGETS = {
     "quick": Budget(
         vae_epochs=60,
         vae_iwae_k=1000,
-        ddpm_minutes=2.0,
+        ddpm_steps=QUICK_STEPS,
+        ddpm_eval_every=QUICK_STEPS // 20,
         ddpm_eval_images=360,
         ddpm_full_images=24,
         mc_images=24,
@@ -55,25 +72,27 @@ BUDGETS = {
     "smoke": Budget(
         vae_epochs=2,
         vae_iwae_k=20,
-        ddpm_minutes=0.05,
+        ddpm_steps=20,
+        ddpm_eval_every=4,
         ddpm_eval_images=8,
-        ddpm_full_images=4,
+        ddpm_full_images=16,
         mc_images=4,
         samples=8,
         ddpm_overrides=(
             ("T", 40),
             ("base_channels", 8),
-            ("eval_every", 5),
-            ("val_samples", 4),
+            ("val_samples", 2),
             ("attention", False),
             ("batch_size", 16),
+            ("log_every", 2),
         ),
         vae_overrides=(("eval_samples", 2),),
     ),
     "full": Budget(
         vae_epochs=300,
         vae_iwae_k=5000,
-        ddpm_minutes=30.0,
+        ddpm_steps=20000,
+        ddpm_eval_every=500,
         ddpm_eval_images=360,
         ddpm_full_images=360,
         mc_images=100,
@@ -101,18 +120,47 @@ def _jsonable(x):
 class Pipeline:
     """Resumable stages in ``out``; ``log`` prints progress lines."""
 
-    def __init__(self, out: str | Path, *, mode: str, seed: int, device: str, log: Callable[[str], None] = print):
+    def __init__(
+        self,
+        out: str | Path,
+        *,
+        mode: str,
+        seed: int,
+        device: str,
+        ddpm_minutes: float | None = None,
+        log: Callable[[str], None] = print,
+    ):
+        import torch
+
         self.out = Path(out)
         self.mode, self.seed, self.device_spec = mode, seed, device
         self.budget = BUDGETS[mode]
+        self.ddpm_minutes = ddpm_minutes  # None: the budget's step count (reproducible); else wall-clock minutes
+        self.threads = torch.get_num_threads()
         self.log = log
         self.timings: dict[str, float] = {}
+        self.cpu_timings: dict[str, float] = {}
         self._claim_dir()
+
+    @property
+    def ddpm_budget(self) -> str:
+        if self.ddpm_minutes is not None:
+            return f"{self.ddpm_minutes:g} minutes (wall clock: the numbers depend on the machine's load)"
+        return f"{self.budget.ddpm_steps} steps"
 
     # ------------------------------------------------------------------ output directory
     def _claim_dir(self) -> None:
         """One run per directory: marker ``run.json`` + a lock while running (:func:`elbo_lab.io.claim_output_dir`)."""
-        self.lock = claim_output_dir(self.out, tool="elbo-lab run", config={"mode": self.mode, "seed": self.seed})
+        self.lock = claim_output_dir(
+            self.out,
+            tool="elbo-lab run",
+            config={
+                "mode": self.mode,
+                "seed": self.seed,
+                "ddpm_budget": self.ddpm_budget,
+                "threads": self.threads,
+            },
+        )
         (self.out / "stages").mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------------ stages
@@ -128,11 +176,14 @@ class Pipeline:
             else:
                 self.log(f"[{name}] done earlier; reusing {path}")
                 self.timings[name] = data.get("_seconds", 0.0)
+                self.cpu_timings[name] = data.get("_cpu_seconds", 0.0)
                 return data
         self.log(f"[{name}] …")
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         data = _jsonable(fn())
         data["_seconds"] = round(time.perf_counter() - t0, 2)
+        data["_cpu_seconds"] = round(time.process_time() - c0, 2)  # this process's CPU time (load-insensitive)
+        self.cpu_timings[name] = data["_cpu_seconds"]
         self.timings[name] = data["_seconds"]
         atomic_write_json(path, data)
         self.log(f"[{name}] {data['_seconds']:.1f} s")
@@ -224,8 +275,10 @@ def stage_ddpm(pipe: Pipeline) -> dict:
     from .ddpm.train import TrainConfig, train
 
     out = pipe.out / "ddpm"
+    b = pipe.budget
+    budget = {"steps": b.ddpm_steps} if pipe.ddpm_minutes is None else {"minutes": pipe.ddpm_minutes}
     cfg = TrainConfig(
-        minutes=pipe.budget.ddpm_minutes, seed=pipe.seed, device=pipe.device_spec, **dict(pipe.budget.ddpm_overrides)
+        **budget, eval_every=b.ddpm_eval_every, seed=pipe.seed, device=pipe.device_spec, **dict(b.ddpm_overrides)
     )
     resume = (out / "last.pt").exists()
     summary = train(cfg, out, resume=resume, progress=True, log=pipe.log)
@@ -233,12 +286,24 @@ def stage_ddpm(pipe: Pipeline) -> dict:
     return {"summary": summary, "metrics": metrics}
 
 
+def oracle_for(dataset):
+    """The Gaussian oracle of the reduction figure: N(m, S) with the digits' training mean and covariance, plus the
+    variance h²/12 of uniform dequantization noise over a bin of width h = 2/(K − 1) (so S is positive definite)."""
+    from .oracles import GaussianData
+
+    x = dataset.train.flatten(1).double()
+    h = 2.0 / (dataset.levels - 1)
+    cov = torch.cov(x.T) + (h * h / 12.0) * torch.eye(x.shape[1], dtype=torch.float64)
+    return GaussianData(x.mean(0), cov)
+
+
 def stage_ddpm_eval(pipe: Pipeline, dataset) -> dict:
-    from .bound import estimate_proposal, simple_term, variational_bound
+    from . import diffusion as D
+    from .bound import estimate_proposal, variational_bound
     from .ddpm.checkpoint import load_model
     from .ddpm.model import device_description, resolve_device
     from .ddpm.sampling import ancestral_sample
-    from .diffusion import q_sample
+    from .reduction import forward_strip, oracle_per_step_table, per_step_table, reverse_strip_steps
 
     b = pipe.budget
     device = resolve_device(pipe.device_spec)
@@ -255,19 +320,22 @@ def stage_ddpm_eval(pipe: Pipeline, dataset) -> dict:
         s,
         x[: b.ddpm_eval_images],
         estimator="importance",
-        num_samples=64,
+        num_samples=HEADLINE_SAMPLES,
         generator=pipe.seed,
         bits_per_dim=True,
         **kw,
     )
     head_s = time.perf_counter() - t0
+
+    # every step for the first ddpm_full_images test images: the per-step figures and the full bound
     xf = x[: b.ddpm_full_images]
     t0 = time.perf_counter()
-    full = variational_bound(model, s, xf, estimator="full", generator=pipe.seed + 1, bits_per_dim=True, **kw)
+    table = per_step_table(model, s, xf, variance=cfg["variance"], levels=K, generator=pipe.seed + 1)
     full_s = time.perf_counter() - t0
 
-    # Monte Carlo convergence on the same images: estimate ± stderr against network evaluations
+    # Monte Carlo convergence on the first mc_images of them: estimate ± stderr against network evaluations
     # (the importance proposal comes from a pilot on 4 other test images, counted apart: it is paid once per model)
+    xm = xf[: b.mc_images]
     pilot = x[b.ddpm_full_images : b.ddpm_full_images + 4]
     proposal = estimate_proposal(model, s, pilot, generator=pipe.seed + 9, **kw)
     curves = {}
@@ -278,7 +346,7 @@ def stage_ddpm_eval(pipe: Pipeline, dataset) -> dict:
             r = variational_bound(
                 model,
                 s,
-                xf,
+                xm,
                 estimator=est,
                 num_samples=m,
                 generator=pipe.seed + 2 + m,
@@ -287,23 +355,33 @@ def stage_ddpm_eval(pipe: Pipeline, dataset) -> dict:
                 **extra,
             )
             pts.append((r.n_evals, r.mean(), r.mean_stderr("estimator")))
-        curves[est] = [list(c) for c in zip(*pts)]
+        curves[est] = {k: list(v) for k, v in zip(("n_evals", "estimate", "stderr"), zip(*pts))}
+    mc_full = float(np.mean(table["per_image_total"][: b.mc_images]))
 
-    # per-step ε-MSE of the trained model (what L_simple averages) on log-spaced steps
-    g = torch.Generator(device=device).manual_seed(pipe.seed + 3)
-    ks = sorted(set(np.unique(np.geomspace(1, s.T, 60).astype(int) - 1).tolist()))
-    mse = []
-    with torch.no_grad():
-        for k in ks:
-            kk = torch.full((len(xf),), k, dtype=torch.long, device=device)
-            noise = torch.randn(xf.shape, generator=g, device=device, dtype=torch.float64)
-            out = model(q_sample(s, xf, kk, noise), kk)
-            eps_hat = out[0] if isinstance(out, tuple) else out
-            mse.append(float(simple_term(noise, eps_hat.double()).mean()) * xf[0].numel())  # E‖ε − ε̂‖²
+    # samples; the first REVERSE_CHAINS chains are recorded at a few steps (x_t and the model's x̂_0)
+    ts = reverse_strip_steps(s.T)
+    rec = {"t": [], "xt": [], "x0_hat": []}
+
+    def trace(k, xt, eps):
+        if k + 1 in ts:
+            kk = torch.full((xt.shape[0],), k, dtype=torch.long, device=xt.device)
+            x0 = D.predict_x0(s, xt.double(), kk, eps.double())
+            rec["t"].append(k + 1)
+            rec["xt"].append(xt[:REVERSE_CHAINS].double().cpu())
+            rec["x0_hat"].append(x0[:REVERSE_CHAINS].cpu())
 
     gs = torch.Generator(device=device).manual_seed(pipe.seed + 4)
-    samples = ancestral_sample(model, dataset.shape, b.samples, variance=cfg["variance"], generator=gs)
-    from .diffusion import eps_weight
+    samples = ancestral_sample(model, dataset.shape, b.samples, variance=cfg["variance"], generator=gs, trace=trace)
+    reverse = {
+        "t": rec["t"],
+        "xt": torch.stack(rec["xt"], 1).tolist(),  # (chains, steps, *shape)
+        "x0_hat": torch.stack(rec["x0_hat"], 1).tolist(),
+        "units": {"xt, x0_hat": "pixel values (data in [−1, 1])", "t": "paper step"},
+    }
+    fwd_ts = [t for t in FORWARD_STEPS if t <= s.T] if s.T >= 1000 else reverse_strip_steps(s.T)[::-1]
+    forward = forward_strip(s.to("cpu"), dataset.test[0], fwd_ts, generator=pipe.seed + 5)
+    forward["schedule"] = s.name
+    oracle = oracle_per_step_table(oracle_for(dataset), s.to("cpu"), "posterior")
 
     return {
         "device": device_description(device),
@@ -314,113 +392,222 @@ def stage_ddpm_eval(pipe: Pipeline, dataset) -> dict:
             "images": head.N,
             "n_evals": head.n_evals,
             "seconds": head_s,
-            "estimator": "importance, 64 steps/image",
+            "estimator": f"importance, {HEADLINE_SAMPLES} steps/image",
         },
         "full": {
-            "bits_per_dim": full.mean(),
-            "stderr_images": full.mean_stderr(),
-            "images": full.N,
-            "n_evals": full.n_evals,
+            "bits_per_dim": table["total"],
+            "stderr_images": table["total_se"],
+            "images": table["images"],
+            "n_evals": table["n_evals"],
             "seconds": full_s,
-            "prior": float(full.prior.mean()),
-            "decoder": float(full.decoder.mean()),
-            "terms": full.terms.mean(0).tolist(),
-            "terms_se": (full.terms.std(0) / math.sqrt(full.N)).tolist(),
+            "prior": table["prior"],
+            "decoder": table["decoder"],
+            "terms": table["term"],
+            "terms_se": table["term_se"],
         },
-        "mc_curves": curves,
-        "per_step_mse": {"t": [k + 1 for k in ks], "mse": mse},
-        "weights": eps_weight(s, cfg["variance"] if cfg["variance"] != "learned" else "posterior").tolist(),
+        "per_step": table,
+        "oracle_per_step": oracle,
+        "mc_curves": {"curves": curves, "full": mc_full, "images": len(xm)},
         "samples": samples.cpu().tolist(),
+        "reverse": reverse,
+        "forward": forward,
     }
 
 
 # ====================================================================== figures and report
 
 
-def draw_figures(pipe: Pipeline, r: dict) -> dict[str, str]:
-    """All figures as PNG + SVG in DIR; returns name → PNG file name (relative to DIR)."""
-    from . import figures as F
-
-    out, figs = pipe.out, {}
-
-    def save(fig, name):
-        F.save(fig, out, name)
-        figs[name] = f"{name}.png"
-
+def figure_tables(pipe: Pipeline, r: dict) -> dict[str, dict]:
+    """The data table of every figure (name → dict of lists with its units), from the stage results only."""
+    tabs: dict[str, dict] = {}
     vae_m = r["vae"]["metrics"]
     vae_test = vae_m["bounds"]["test"]
+    vae_bpd = vae_test["iwae"]["bits_per_dim"]
     base_pp = vae_m["baselines"]["per_pixel"]["test"]["bits_per_dim"] if "per_pixel" in vae_m["baselines"] else None
     if "ddpm" in r:
         hist = r["ddpm"]["metrics"]["history"]
         tr = [h for h in hist if "train_simple" in h]
         ev = [h for h in hist if "heldout_bpd" in h]
-        save(
-            F.fig_bound_vs_loss(
-                [p["step"] for p in tr],
-                [p["train_simple"] for p in tr],
-                [p["step"] for p in ev],
-                [p["heldout_bpd"] for p in ev],
-                [p["heldout_stderr"] for p in ev],
-                vae_bpd=vae_test["iwae"]["bits_per_dim"],
-                vae_label="VAE (IWAE, test)",
-                baseline_bpd=base_pp,
-            ),
-            "bound_vs_loss",
-        )
+        curve = {
+            "step": [p["step"] for p in ev],
+            "bound": [p["heldout_bpd"] for p in ev],
+            "bound_se": [p["heldout_stderr"] for p in ev],
+            "simple": [p.get("heldout_simple") for p in ev],
+            "simple_se": [p.get("heldout_simple_stderr") for p in ev],
+            "estimator": ev[0].get("heldout_estimator", "stratified") if ev else "",
+            "n_evals_per_point": ev[0].get("heldout_n_evals") if ev else None,
+            "train_step": [p["step"] for p in tr],
+            "train_simple": [p["train_simple"] for p in tr],
+            "vae_bpd": vae_bpd,
+            "per_pixel_bpd": base_pp,
+            "units": {
+                "bound, bound_se, vae_bpd, per_pixel_bpd": "bits/dim (NLL bound; bound_se: 1 s.e. of the estimator)",
+                "simple, simple_se, train_simple": "E||eps - eps_hat||^2 / D (dimensionless)",
+                "step": "optimizer step",
+            },
+        }
+        tabs["training_curve"] = curve
+        tabs["bound_vs_loss"] = curve
         e = r["ddpm_eval"]
-        fb = e["full"]
-        save(
-            F.fig_bound_terms(
-                fb["terms"],
-                fb["prior"],
-                fb["decoder"],
-                terms_se=fb["terms_se"],
-                label=f"DDPM ({fb['images']} test images)",
-            ),
-            "bound_terms",
-        )
-        mse = np.full(len(e["weights"]), np.nan)
-        mse[np.asarray(e["per_step_mse"]["t"]) - 1] = e["per_step_mse"]["mse"]
-        ok = ~np.isnan(mse)
-        save(F.fig_per_step_mse(mse[ok], np.asarray(e["weights"])[ok], dim=pipe.dim), "per_step_mse")
-        save(
-            F.fig_mc_convergence(
-                {k: tuple(v) for k, v in e["mc_curves"].items()},
-                exact=fb["bits_per_dim"],
-                exact_label=f"full ({fb['n_evals']:,} evaluations)",
-            ),
-            "mc_convergence",
-        )
-    save(F.fig_eps_weights(r["weights"]["weights"]), "eps_weights")
+        tab = dict(e["per_step"])
+        tab["label"] = f"DDPM ({tab['images']} test images, σ_t²: {tab['variance']})"
+        tabs["bound_terms"] = tab
+        tabs["per_step_mse"] = tab
+        tabs["reduction"] = {
+            "rows": {
+                f"trained DDPM ({tab['images']} test digits)": tab,
+                "Gaussian oracle (digits' mean and covariance, σ_t² = β̃_t)": e["oracle_per_step"],
+            },
+        }
+        mc = e["mc_curves"]
+        tabs["mc_convergence"] = {
+            "curves": mc["curves"],
+            "full": mc["full"],
+            "full_n_evals": mc["images"] * len(tab["t"]),
+            "images": mc["images"],
+            "units": {"estimate, stderr, full": "bits/dim (NLL bound); stderr: 1 s.e. of the estimator (fixed images)"},
+        }
+        tabs["forward_noising"] = e["forward"]
+        tabs["reverse_process"] = e["reverse"]
+    tabs["eps_weights"] = {
+        "weights": r["weights"]["weights"],
+        "units": {"weights": "nats per unit squared error", "index": "t = index + 1"},
+    }
     og = r["oracle_gap"]
-    gaps = {}
+    gaps: dict[str, list] = {}
     for row in og["rows"]:
-        gaps.setdefault(f"{row['schedule'].split('(')[0]}, σ²={'β' if row['variance'] == 'beta' else 'β̃'}", []).append(
-            row["gap_model_bpd"]
-        )
-    save(F.fig_oracle_gap(og["Ts"], gaps), "oracle_gap")
+        name = f"{row['schedule'].split('(')[0]}, σ²={'β' if row['variance'] == 'beta' else 'β̃'}"
+        gaps.setdefault(name, []).append(row["gap_model_bpd"])
+    tabs["oracle_gap"] = {
+        "Ts": og["Ts"],
+        "gaps": gaps,
+        "dim": og["dim"],
+        "units": {"gaps": "bits/dim (bound − exact NLL of the model)"},
+    }
     iw = r["vae"]["iwae_by_k"]
     ks = sorted(int(k) for k in iw)
     el = vae_test["elbo_analytic"]
     po = r["vae"]["ppca_oracle"]
-    save(
-        F.fig_vae_iwae(
-            ks,
-            [iw[str(k)]["bits_per_dim"] for k in ks],
-            [iw[str(k)]["bits_per_dim_stderr"] for k in ks],
-            el["bits_per_dim"],
-            el["bits_per_dim_stderr"],
-            oracle_ks=po["ks"],
-            oracle_gap=po["gap"],
-        ),
-        "vae_iwae",
-    )
-    grids = {"real test digits": np.asarray(pipe.dataset.test[: pipe.budget.samples])}
+    tabs["vae_iwae"] = {
+        "ks": ks,
+        "iwae": [iw[str(k)]["bits_per_dim"] for k in ks],
+        "iwae_se": [iw[str(k)]["bits_per_dim_stderr"] for k in ks],
+        "elbo": el["bits_per_dim"],
+        "elbo_se": el["bits_per_dim_stderr"],
+        "oracle_ks": po["ks"],
+        "oracle_gap": po["gap"],
+        "oracle_gap_se": po["gap_se"],
+        "units": {"iwae, elbo": "bits/dim (NLL bounds, -IWAE_k and -ELBO)", "oracle_gap": "nats"},
+    }
+    grids = {"real test digits": np.asarray(pipe.dataset.test[: pipe.budget.samples]).tolist()}
     if "ddpm_eval" in r:
-        grids["DDPM samples"] = np.asarray(r["ddpm_eval"]["samples"])
-    grids["VAE samples"] = np.asarray(r["vae"]["samples"])
-    save(F.fig_samples(grids), "samples")
+        grids["DDPM samples"] = r["ddpm_eval"]["samples"]
+    grids["VAE samples"] = r["vae"]["samples"]
+    tabs["samples"] = {"grids": grids, "units": {"grids": "pixel values in [−1, 1]"}}
+    return tabs
+
+
+def draw_figures(pipe: Pipeline, r: dict) -> dict[str, str]:
+    """All figures as PNG + SVG + their data table (NAME.json) in DIR; returns name → PNG file name."""
+    from . import figures as F
+
+    figs = {}
+    for name, tab in figure_tables(pipe, r).items():
+        F.save(F.FIGURES[name](tab), pipe.out, name, tab)
+        figs[name] = f"{name}.png"
     return figs
+
+
+def headline_text(h: dict) -> str:
+    """The number to cite, with everything needed to cite it (one place: the report and results.json use it)."""
+    return (
+        f"{h['bits_per_dim']:.3f} ± {h['stderr']:.3f} bits/dim — NLL upper bound (≥ −log p_θ(x)/(D ln 2)), "
+        f"± 1 s.e. over images; {h['estimator']} estimator, {h['images']} test images, "
+        f"{h['n_evals']:,} network evaluations"
+    )
+
+
+def captions(r: dict, tabs: dict) -> dict[str, str]:
+    """Figure captions; every stated fact is computed here from the figure's own table."""
+    from .figures import gap_facts, gap_phrase, reduction_annotation
+    from .reduction import mass_summary
+
+    cap = {}
+    if "training_curve" in tabs:
+        c = tabs["training_curve"]
+        cap["training_curve"] = (
+            f"Training: the EMA model's held-out bound at {len(c['step'])} points ({c['estimator']}, "
+            f"{c['n_evals_per_point']:,} network evaluations per point; band ± 2 s.e. of the estimator) and "
+            "L_simple, held out and on the training batches; the VAE's test −IWAE and the per-pixel baseline for "
+            "reference."
+        )
+        cap["bound_vs_loss"] = (
+            f"L_simple (left axis) and the held-out bound in bits/dim (right axis; {c['estimator']}, band ± 2 s.e.) "
+            f"on one training-step axis, {len(c['step'])} held-out points; the VAE's bound and the per-pixel "
+            "baseline for reference."
+        )
+        t = tabs["bound_terms"]
+        m = mass_summary(t)
+        rng = m["ranges"][0]
+        cap["bound_terms"] = (
+            f"The trained DDPM's bound term by term over t on {t['images']} test images (bits/dim, log scale; band "
+            f"± 2 s.e. over images); L_0 and L_T marked. Steps {rng['from']}–{rng['to']} hold "
+            f"{rng['bits_per_dim']:.3f} of the {m['total']:.3f} bits/dim ({100 * rng['share']:.1f} %); half of "
+            f"Σ_t L_(t−1) is reached by t = {m['t_50']}, 90 % by t = {m['t_90']}."
+        )
+        cap["per_step_mse"] = (
+            f"The trained model's ε-MSE per step (top) and the bound's term (bottom) split into w_t·MSE with the "
+            f"model's own σ_t² ({t['variance']}) and the variance constant; x-axis: every step t = 1..{len(t['t'])}."
+        )
+        red = tabs["reduction"]["rows"]
+        cap["reduction"] = (
+            "The guide's central claim, per step and cumulated over t (top: "
+            + "; bottom: ".join(
+                f"{name} — {reduction_annotation(tab)}"
+                + (f"; exact NLL {tab['exact_nll']:.4f} bits/dim" if tab.get("exact_nll") is not None else "")
+                for name, tab in red.items()
+            )
+            + ")."
+        )
+        cap["mc_convergence"] = (
+            f"Monte Carlo convergence on {tabs['mc_convergence']['images']} test images: estimate ± 2 s.e. "
+            "against network evaluations; the full estimator on the same images as reference."
+        )
+        f = tabs["forward_noising"]
+        cap["forward_noising"] = (
+            f"Forward noising of a real test digit at t = {', '.join(map(str, f['t']))}: ᾱ_t falls from "
+            f"{f['alpha_bar'][0]:.4f} to {f['alpha_bar'][-1]:.2g}, SNR from {f['snr'][0]:.3g} to {f['snr'][-1]:.2g}."
+        )
+        cap["reverse_process"] = (
+            f"Reverse process: {len(r['ddpm_eval']['reverse']['xt'])} sampling chains, x_t and the model's "
+            f"x̂_0(x_t, t) at t = {', '.join(map(str, r['ddpm_eval']['reverse']['t']))}."
+        )
+    cap["eps_weights"] = "The weights w_t that turn the ε-MSE into the bound (E9), against L_simple's constant 1."
+    og = tabs["oracle_gap"]
+    phrases = [gap_phrase(name, gap_facts(og["Ts"], g)) for name, g in og["gaps"].items()]
+    cap["oracle_gap"] = (
+        f"Gaussian oracle (D = {og['dim']}): bound minus the model's exact NLL (bits/dim) against T, "
+        f"T = {og['Ts'][0]}..{og['Ts'][-1]}. " + "; ".join(phrases) + "."
+    )
+    cap["vae_iwae"] = "VAE: −ELBO and −IWAE_k against k; the linear-Gaussian oracle's gap to log p(x)."
+    cap["samples"] = "Samples from the DDPM and the VAE next to real test digits."
+    return cap
+
+
+FIGURE_ORDER = [
+    "forward_noising",
+    "reverse_process",
+    "training_curve",
+    "bound_vs_loss",
+    "bound_terms",
+    "eps_weights",
+    "per_step_mse",
+    "reduction",
+    "oracle_gap",
+    "mc_convergence",
+    "vae_iwae",
+    "samples",
+]
 
 
 def build_report(pipe: Pipeline, r: dict, figs: dict[str, str], claims: list[dict]):
@@ -455,23 +642,49 @@ def build_report(pipe: Pipeline, r: dict, figs: dict[str, str], claims: list[dic
     ]
     if "ddpm_eval" in r:
         h = r["ddpm_eval"]["headline"]
-        rows.append([f"DDPM bound ({h['estimator']})", f"{h['bits_per_dim']:.3f}", f"{h['stderr']:.3f}"])
+        rows.append(
+            [
+                f"DDPM bound ({h['estimator']}, {h['images']} images) — headline",
+                f"{h['bits_per_dim']:.3f}",
+                f"{h['stderr']:.3f}",
+            ]
+        )
         f = r["ddpm_eval"]["full"]
         rows.append(
             [
-                f"DDPM bound, full, first {f['images']} test images",
+                f"DDPM bound, full (every step), first {f['images']} test images",
                 f"{f['bits_per_dim']:.3f}",
                 f"{f['stderr_images']:.3f}",
             ]
         )
     top.text(
         "Test-split negative-log-likelihood bounds in bits/dim (lower is better; a bound is ≥ the model's "
-        "−log p(x)/(D ln 2)). Standard errors over images."
+        "−log p(x)/(D ln 2)). ± 1 standard error over images."
     )
-    top.table(["model", "bits/dim", "± stderr"], rows)
+    top.table(["model", "bits/dim", "± 1 s.e."], rows)
+    if "ddpm_eval" in r:
+        h, f = r["ddpm_eval"]["headline"], r["ddpm_eval"]["full"]
+        vae_iw = b["test"]["iwae"]["bits_per_dim"]
+        top.text(f"The number to cite (DDPM): {headline_text(h)}.")
+        top.text(
+            f"Why the other DDPM number differs: the full estimator's {f['bits_per_dim']:.3f} is the same bound of "
+            f"the same model, evaluated exactly over t ({f['n_evals']:,} evaluations) but on only the first "
+            f"{f['images']} of the {h['images']} test images, so its images differ and its ± "
+            f"{f['stderr_images']:.3f} is over {f['images']} images; it feeds the per-step figures. The headline "
+            "uses every test image."
+        )
+        verdict = "below" if h["bits_per_dim"] < vae_iw else "NOT below"
+        line = (
+            f"DDPM headline {h['bits_per_dim']:.3f} bits/dim is {verdict} the VAE's −IWAE "
+            f"{vae_iw:.3f} (k = {b['test']['iwae']['k']})."
+        )
+        (top.text if h["bits_per_dim"] < vae_iw else top.alert)(line)
+    summary = r.get("ddpm", {}).get("summary", {})
     top.text(
-        f"Mode: {pipe.mode}; seed {pipe.seed}; device {r.get('ddpm_eval', {}).get('device', 'cpu')}; "
-        f"stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in pipe.timings.items())
+        f"Mode: {pipe.mode}; seed {pipe.seed}; DDPM budget {getattr(pipe, 'ddpm_budget', '-')} "
+        f"({summary.get('step', '-')} steps trained); torch threads {getattr(pipe, 'threads', '-')}; "
+        f"device {r.get('ddpm_eval', {}).get('device', 'cpu')}; stage times (s, wall clock, load-dependent): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in pipe.timings.items())
     )
 
     sec = rep.section("Checks")
@@ -483,21 +696,15 @@ def build_report(pipe: Pipeline, r: dict, figs: dict[str, str], claims: list[dic
         ],
     )
 
-    captions = {
-        "bound_vs_loss": "1. L_simple (left) and the held-out bound in bits/dim (right) over training; the VAE's bound "
-        "and the per-pixel baseline for reference.",
-        "bound_terms": "2. The trained DDPM's bound term by term over t (bits/dim, log scale); L_0 and L_T marked.",
-        "eps_weights": "3. The weights w_t that turn the ε-MSE into the bound (E9), against L_simple's constant 1.",
-        "per_step_mse": "4. The trained model's per-step ε-MSE next to w_t·MSE: where the bound's mass lies.",
-        "oracle_gap": "5. Gaussian oracle: bound minus the model's exact NLL (bits/dim) against T.",
-        "mc_convergence": "6. Monte Carlo convergence: estimate ± 2 stderr against network evaluations.",
-        "vae_iwae": "7. VAE: −ELBO and −IWAE_k against k; the linear-Gaussian oracle's gap to log p(x).",
-        "samples": "8. Samples from the DDPM and the VAE next to real test digits.",
-    }
-    sec = rep.section("Figures")
-    for name, cap in captions.items():
-        if name in figs:
-            sec.figure(figs[name], cap)
+    if figs:
+        caps = captions(r, figure_tables(pipe, r))
+        sec = rep.section("Figures")
+        sec.text("Every figure's numbers are in the JSON file of the same name beside it (with units).")
+        i = 0
+        for name in FIGURE_ORDER:
+            if name in figs:
+                i += 1
+                sec.figure(figs[name], f"{i}. {caps[name]}")
 
     sec = rep.section("Gaussian oracle: the bound's gap against T")
     sec.table(
@@ -533,16 +740,21 @@ def run_pipeline(
     mode: str = "quick",
     seed: int = 0,
     device: str = "auto",
+    ddpm_minutes: float | None = None,
     log: Callable[[str], None] = print,
 ) -> int:
-    """Run (or continue) the whole pipeline; returns 0 when every derivation and check passes, else 1."""
+    """Run (or continue) the whole pipeline; returns 0 when every derivation and check passes, else 1.
+
+    Torch's thread count is the caller's (``elbo-lab run --threads``; recorded in results.json)."""
     from .data import load_digits
     from .ddpm.model import resolve_device
     from .provenance import provenance
 
     resolve_device(device)  # `--device cuda` without a GPU: a one-line error before any work
-    t_start = time.perf_counter()
-    pipe = Pipeline(out, mode=mode, seed=seed, device=device, log=log)
+    if ddpm_minutes is not None and not ddpm_minutes > 0:
+        raise ElboLabError(f"--minutes must be > 0, got {ddpm_minutes}")
+    t_start, c_start = time.perf_counter(), time.process_time()
+    pipe = Pipeline(out, mode=mode, seed=seed, device=device, ddpm_minutes=ddpm_minutes, log=log)
     pipe.dataset = load_digits()
     pipe.dim = pipe.dataset.dim
     r = {}
@@ -561,14 +773,27 @@ def run_pipeline(
     atomic_write_text(pipe.out / "report.md", rep.to_markdown())
     atomic_write_text(pipe.out / "report.html", rep.to_html())
     ok = all(c["passed"] for c in claims) and all(d["ok"] for d in r["derivations"]["derivations"])
+    big = ("samples", "reverse", "forward", "per_step", "oracle_per_step")  # in the figures' tables instead
+    h = r["ddpm_eval"]["headline"]
     results = {
         **provenance(r["ddpm_eval"].get("device")),
         "mode": mode,
         "seed": seed,
-        "budget": asdict(pipe.budget),
+        "threads": pipe.threads,
+        "budget": {**asdict(pipe.budget), "ddpm": pipe.ddpm_budget},
         "all_checks_pass": ok,
         "seconds": {**pipe.timings, "total_this_invocation": round(time.perf_counter() - t_start, 1)},
+        "cpu_seconds": {**pipe.cpu_timings, "total_this_invocation": round(time.process_time() - c_start, 1)},
         "units": "bits/dim = nats / (D ln 2); model numbers are negative-log-likelihood bounds unless marked ELBO",
+        "headline": {
+            "text": headline_text(h),
+            "bits_per_dim": h["bits_per_dim"],
+            "stderr": h["stderr"],
+            "what": "DDPM test NLL upper bound, bits/dim, ± 1 s.e. over images",
+            "estimator": h["estimator"],
+            "images": h["images"],
+            "n_evals": h["n_evals"],
+        },
         "derivations": [
             {k: d[k] for k in ("name", "equation", "ok", "seconds")} for d in r["derivations"]["derivations"]
         ],
@@ -576,10 +801,10 @@ def run_pipeline(
         "vae": {k: r["vae"]["metrics"][k] for k in ("bounds", "baselines", "best_epoch", "epochs_run", "parameters")},
         "vae_iwae_by_k": r["vae"]["iwae_by_k"],
         "ppca_oracle": r["vae"]["ppca_oracle"],
-        "ddpm": {k: v for k, v in r["ddpm_eval"].items() if k not in ("samples",)},
+        "ddpm": {k: v for k, v in r["ddpm_eval"].items() if k not in big},
         "ddpm_training": r["ddpm"]["summary"],
         "oracle_gap": r["oracle_gap"]["rows"],
-        "figures": {k: [v, v.replace(".png", ".svg")] for k, v in figs.items()},
+        "figures": {k: [v, v.replace(".png", ".svg"), v.replace(".png", ".json")] for k, v in figs.items()},
     }
     atomic_write_json(pipe.out / "results.json", _jsonable(results))
     log(f"report: {pipe.out / 'report.html'} (and report.md, results.json, figures as PNG + SVG)")

@@ -59,7 +59,9 @@ def _kl_mc(seed: int) -> ClaimResult:
     m1, v1, m2, v2 = (torch.tensor(a, dtype=F64) for a in (0.3, 0.5, -0.4, 1.7))
     x = m1 + v1.sqrt() * torch.randn(200_000, generator=g, dtype=F64)
     lr = normal_log_prob(x, m1, v1) - normal_log_prob(x, m2, v2)
-    return within_stderr(lr.mean().item(), lr.std().item() / math.sqrt(len(x)), normal_kl(m1, v1, m2, v2).item())
+    return within_stderr(
+        lr.mean().item(), lr.std().item() / math.sqrt(len(x)), normal_kl(m1, v1, m2, v2).item(), unit="nats"
+    )
 
 
 # ------------------------------------------------------------------------------------------------- E5, E6, E9
@@ -120,8 +122,8 @@ def _e5_chain(seed: int) -> ClaimResult:
     v_est, v_se = d2.mean().item(), d2.std().item() / math.sqrt(len(x))
     z = max(abs(m_est - math.sqrt(ab) * 0.7) / m_se, abs(v_est - (1 - ab)) / v_se)
     return ClaimResult(
-        f"mean {math.sqrt(ab) * 0.7:.5f}, var {1 - ab:.5f}",
-        f"mean {m_est:.5f} ± {m_se:.1g}, var {v_est:.5f} ± {v_se:.1g}",
+        f"mean {math.sqrt(ab) * 0.7:.5f}, var {1 - ab:.5f} (units of x)",
+        f"mean {m_est:.5f} ± {m_se:.1g}, var {v_est:.5f} ± {v_se:.1g} (units of x)",
         "|Δ| < 4·stderr each",
         z < 4,
         f"max |Δ|/stderr = {z:.2f}",
@@ -246,7 +248,7 @@ def _full_vs_closed(seed: int) -> ClaimResult:
 
     s, data, x0, exact = _oracle_case(1000, seed + 1)
     r = variational_bound(data.optimal_eps(s), s, x0, decoder="gaussian", variance="posterior", generator=seed)
-    return within_stderr(r.mean(), r.mean_stderr(), exact)
+    return within_stderr(r.mean(), r.mean_stderr(), exact, unit="nats")
 
 
 @claim(
@@ -320,6 +322,6 @@ def _importance(seed: int) -> ClaimResult:
     r = variational_bound(
         data.optimal_eps(s), s, x0, estimator="importance", num_samples=16, decoder="gaussian", generator=seed
     )
-    out = within_stderr(r.mean(), r.mean_stderr(), exact)
+    out = within_stderr(r.mean(), r.mean_stderr(), exact, unit="nats")
     out.detail += f"; {r.n_evals} network evaluations vs {2000 * s.T} for full"
     return out

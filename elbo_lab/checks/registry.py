@@ -133,12 +133,14 @@ def relative_error(a, b) -> float:
     return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-300)))
 
 
-def within_stderr(estimate: float, stderr: float, exact: float, k: float = 4.0) -> ClaimResult:
-    """|estimate − exact| < k·stderr, formatted as a ClaimResult."""
+def within_stderr(estimate: float, stderr: float, exact: float, k: float = 4.0, unit: str = "") -> ClaimResult:
+    """|estimate − exact| < k·stderr, formatted as a ClaimResult; ``unit`` ("nats", "bits/dim", ...) follows each
+    number in the claim table."""
     ok = abs(estimate - exact) < k * stderr
+    u = f" {unit}" if unit else ""
     return ClaimResult(
-        f"{exact:.6g}",
-        f"{estimate:.6g} ± {stderr:.2g}",
+        f"{exact:.6g}{u}",
+        f"{estimate:.6g} ± {stderr:.2g}{u}",
         f"|Δ| < {k:g}·stderr",
         ok,
         f"|Δ| = {abs(estimate - exact):.3g} = {abs(estimate - exact) / stderr:.2f} stderr",

@@ -1,4 +1,6 @@
-"""``elbo-lab run [--quick | --full] [--out DIR] [--device auto|cpu|cuda] [--seed S]``: the main job."""
+"""``elbo-lab run [--quick | --full] [--out DIR] [--device auto|cpu|cuda] [--seed S] [--minutes M] [--threads N]``:
+the main job.  Budgets are step counts, so the same command and seed give the same results.json numbers whatever
+the machine's load; ``--minutes`` trades that for a wall-clock DDPM budget."""
 
 from __future__ import annotations
 
@@ -19,9 +21,16 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="results", metavar="DIR", help="output directory (default results/)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to train the DDPM")
     p.add_argument("--seed", type=arg("seed"), default=0, metavar="S")
+    p.add_argument(
+        "--minutes",
+        type=arg("minutes"),
+        default=None,
+        metavar="M",
+        help="train the DDPM for M wall-clock minutes instead of the mode's step count (not reproducible under load)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
     from ..run import run_pipeline
 
-    return run_pipeline(args.out, mode=args.mode, seed=args.seed, device=args.device)
+    return run_pipeline(args.out, mode=args.mode, seed=args.seed, device=args.device, ddpm_minutes=args.minutes)

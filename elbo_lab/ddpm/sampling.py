@@ -31,8 +31,13 @@ def ancestral_sample(
     generator: torch.Generator,
     dtype=torch.float32,
     progress: bool = False,
+    trace=None,
 ) -> torch.Tensor:
-    """n samples (n, *shape) from p_θ by the E11 chain, on the model's device, in ``dtype``."""
+    """n samples (n, *shape) from p_θ by the E11 chain, on the model's device, in ``dtype``.
+
+    ``trace(k, x_t, eps_hat)``, if given, is called at every step before x_{t−1} is drawn (k = t − 1), e.g. to
+    record x_t and the model's x̂_0 = :func:`elbo_lab.diffusion.predict_x0` along the chain.
+    """
     schedule = model.schedule
     dev = model.device
     x = torch.randn((n, *shape), generator=generator, device=generator.device, dtype=dtype).to(dev)  # x_T
@@ -49,6 +54,8 @@ def ancestral_sample(
             var = D.reverse_variance_from_v(schedule, kk, v)
         else:
             eps, var = out, variance
+        if trace is not None:
+            trace(k, x, eps)
         z = torch.randn(x.shape, generator=generator, device=generator.device, dtype=dtype).to(dev)
         x = D.p_sample_step(schedule, x, kk, eps, z, var)
     return x
