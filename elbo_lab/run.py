@@ -299,7 +299,7 @@ def oracle_for(dataset):
 
 def stage_ddpm_eval(pipe: Pipeline, dataset) -> dict:
     from . import diffusion as D
-    from .bound import estimate_proposal, variational_bound
+    from .bound import ModelSpec, estimate_proposal, variational_bound
     from .ddpm.checkpoint import load_model
     from .ddpm.model import device_description, resolve_device
     from .ddpm.sampling import ancestral_sample
@@ -393,6 +393,7 @@ def stage_ddpm_eval(pipe: Pipeline, dataset) -> dict:
             "n_evals": head.n_evals,
             "seconds": head_s,
             "estimator": f"importance, {HEADLINE_SAMPLES} steps/image",
+            "model": ModelSpec.from_ddpm_checkpoint(ckpt).describe(),  # the model being bounded (bound.ModelSpec)
         },
         "full": {
             "bits_per_dim": table["total"],
@@ -523,7 +524,7 @@ def headline_text(h: dict) -> str:
     return (
         f"{h['bits_per_dim']:.3f} ± {h['stderr']:.3f} bits/dim — NLL upper bound (≥ −log p_θ(x)/(D ln 2)), "
         f"± 1 s.e. over images; {h['estimator']} estimator, {h['images']} test images, "
-        f"{h['n_evals']:,} network evaluations"
+        f"{h['n_evals']:,} network evaluations" + (f"; model: {h['model']}" if h.get("model") else "")
     )
 
 
@@ -793,6 +794,7 @@ def run_pipeline(
             "estimator": h["estimator"],
             "images": h["images"],
             "n_evals": h["n_evals"],
+            "model": h.get("model"),
         },
         "derivations": [
             {k: d[k] for k in ("name", "equation", "ok", "seconds")} for d in r["derivations"]["derivations"]
