@@ -300,6 +300,7 @@ def oracle_for(dataset):
 def stage_ddpm_eval(pipe: Pipeline, dataset) -> dict:
     from . import diffusion as D
     from .bound import ModelSpec, estimate_proposal, variational_bound
+    from .cite import citation
     from .ddpm.checkpoint import load_model
     from .ddpm.model import device_description, resolve_device
     from .ddpm.sampling import ancestral_sample
@@ -394,6 +395,7 @@ def stage_ddpm_eval(pipe: Pipeline, dataset) -> dict:
             "seconds": head_s,
             "estimator": f"importance, {HEADLINE_SAMPLES} steps/image",
             "model": ModelSpec.from_ddpm_checkpoint(ckpt).describe(),  # the model being bounded (bound.ModelSpec)
+            "citation": citation(head),  # the one citation formatter (elbo_lab.cite), as `elbo-lab bound` prints it
         },
         "full": {
             "bits_per_dim": table["total"],
@@ -520,11 +522,14 @@ def draw_figures(pipe: Pipeline, r: dict) -> dict[str, str]:
 
 
 def headline_text(h: dict) -> str:
-    """The number to cite, with everything needed to cite it (one place: the report and results.json use it)."""
+    """The number to cite: :func:`elbo_lab.cite.citation_line`'s line when the stage recorded it (the formatter
+    ``elbo-lab bound`` uses), else the same facts from the stage's fields."""
+    if h.get("citation", {}).get("line"):
+        return h["citation"]["line"]
     return (
-        f"{h['bits_per_dim']:.3f} ± {h['stderr']:.3f} bits/dim — NLL upper bound (≥ −log p_θ(x)/(D ln 2)), "
-        f"± 1 s.e. over images; {h['estimator']} estimator, {h['images']} test images, "
-        f"{h['n_evals']:,} network evaluations" + (f"; model: {h['model']}" if h.get("model") else "")
+        f"NLL ≤ {h['bits_per_dim']:.3f} ± {h['stderr']:.3f} bits/dim (± 1 s.e. over images), {h['estimator']}, "
+        f"{h['images']} test images, {h['n_evals']:,} network evaluations"
+        + (f", {h['model']}" if h.get("model") else "")
     )
 
 
@@ -667,6 +672,12 @@ def build_report(pipe: Pipeline, r: dict, figs: dict[str, str], claims: list[dic
         h, f = r["ddpm_eval"]["headline"], r["ddpm_eval"]["full"]
         vae_iw = b["test"]["iwae"]["bits_per_dim"]
         top.text(f"The number to cite (DDPM): {headline_text(h)}.")
+        if h.get("citation"):
+            top.text(
+                f"Its ± is the estimator's own noise for these {h['images']} images (1 s.e.); the table's ± "
+                f"{h['stderr']:.3f} is the spread over the test images, the error of the mean as an estimate over "
+                "the data distribution."
+            )
         top.text(
             f"Why the other DDPM number differs: the full estimator's {f['bits_per_dim']:.3f} is the same bound of "
             f"the same model, evaluated exactly over t ({f['n_evals']:,} evaluations) but on only the first "
@@ -795,6 +806,7 @@ def run_pipeline(
             "images": h["images"],
             "n_evals": h["n_evals"],
             "model": h.get("model"),
+            "citation": h.get("citation"),
         },
         "derivations": [
             {k: d[k] for k in ("name", "equation", "ok", "seconds")} for d in r["derivations"]["derivations"]
