@@ -708,7 +708,11 @@ def test_a_second_concurrent_writer_is_refused(command, ddpm_run, small_npz, tmp
     """A directory another process is writing to (held here by the same lock a running command takes)."""
     d = tmp_path / "busy"
     tool = {"train vae": "elbo-lab train vae", "train ddpm": "elbo-lab train ddpm", "run --out": "elbo-lab run"}
-    config = {"mode": "quick", "seed": 0} if command == "run --out" else {}
+    # the run's marker config: mode, seed, its DDPM budget and torch threads (elbo_lab.run.Pipeline._claim_dir)
+    from elbo_lab.run import BUDGETS
+
+    run_config = {"mode": "quick", "seed": 0, "ddpm_budget": f"{BUDGETS['quick'].ddpm_steps} steps", "threads": 1}
+    config = run_config if command == "run --out" else {}
     with eio.claim_output_dir(d, tool=tool[command], config=config):
         argv = {"train vae": vae_argv(small_npz, d), "train ddpm": ddpm_argv(d), "run --out": ["run", "--out", d]}
         expect_refusal(capsys, argv[command], [d], "in use by another")
