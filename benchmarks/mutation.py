@@ -177,7 +177,7 @@ CATALOGUE: list[Mutant] = [
            "return float(self.stderr.pow(2).sum().sqrt() / self.N)", "return float(self.stderr.sum() / self.N)",
            (B, SE), "SE of the estimator: Σ se instead of √Σ se²"),
     Mutant("importance.weight", "estimator", "elbo_lab/bound.py",
-           "return k, 1.0 / p[k]", "return k, 1.0 / p[k].sqrt()", (B, O), "importance weight 1/√p"),
+           "return k, 1.0 / p[k]", "return k, 1.0 / p[k].sqrt()", (B, O), "importance weight 1/√p (odd M: plain importance)"),
     Mutant("simple.mean_not_sum", "losses", "elbo_lab/bound.py",
            "return (noise - eps_hat).pow(2).flatten(1).mean(1)", "return (noise - eps_hat).pow(2).flatten(1).sum(1)",
            (G + "::test_simple_term_vs_sympy", TL), "L_simple not per dimension"),

@@ -239,6 +239,7 @@ def _coverage_check(r: BoundResult, exact: torch.Tensor, reps: int) -> None:
         ("stratified", 8, True),
         ("importance", 8, True),
         ("importance", 4, True),
+        ("importance", 7, True),  # odd M: plain importance sampling (weights 1/(T p_k)), not stratified
         ("uniform", 8, False),
         ("stratified", 8, False),
         ("importance", 8, False),

@@ -133,7 +133,9 @@ def test_run_second_writer_refused_then_kill9_leaves_an_accepted_directory(tmp_p
     pipe = Pipeline(out, mode="smoke", seed=0, device="cpu", log=lambda s: None)  # accepted: ours, unlocked
     for p in (out / "stages").glob("*.json"):
         json.loads(p.read_text())  # no torn stage file
-    assert json.loads((out / "run.json").read_text()) == {"tool": "elbo-lab run", "mode": "smoke", "seed": 0}
+    marker = json.loads((out / "run.json").read_text())  # the first run's marker, kept as it was written
+    assert (marker["tool"], marker["mode"], marker["seed"]) == ("elbo-lab run", "smoke", 0)
+    assert (marker["ddpm_budget"], marker["threads"]) == (pipe.ddpm_budget, pipe.threads)
     pipe.lock.release()
 
 
