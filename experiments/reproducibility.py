@@ -46,8 +46,9 @@ def flatten(x, prefix="", out=None, root=""):
 
 def compare(a: Path, b: Path) -> list[str]:
     """The differing leaves of a/results.json and b/results.json (empty: identical numbers)."""
-    fa = flatten(json.loads((a / "results.json").read_text()), root=str(a))
-    fb = flatten(json.loads((b / "results.json").read_text()), root=str(b))
+    # only the absolute path is masked: a relative name such as "results" is also an ordinary word in the text
+    fa = flatten(json.loads((a / "results.json").read_text()), root=str(a.resolve()))
+    fb = flatten(json.loads((b / "results.json").read_text()), root=str(b.resolve()))
     diffs = [f"only in {a}: {k}" for k in fa.keys() - fb.keys()] + [f"only in {b}: {k}" for k in fb.keys() - fa.keys()]
     diffs += [f"{k}: {fa[k]!r} != {fb[k]!r}" for k in sorted(fa.keys() & fb.keys()) if fa[k] != fb[k]]
     return diffs
