@@ -137,7 +137,7 @@ CATALOGUE: list[Mutant] = [
            "(1.0 - v) * _at(schedule.log_posterior_variance_clipped, k, v)", "(1.0 - v) * _at(schedule.posterior_variance.log(), k, v)",
            (D_, B), "learned interpolation with unclipped log β̃"),
     Mutant("eps_weight.two", "ε weight", "elbo_lab/diffusion.py",
-           "s.betas**2 / (2.0 * reverse_variance(s, None, variance)", "s.betas**2 / (reverse_variance(s, None, variance)",
+           "return b**2 / (2.0 * sigma2 * a * om)", "return b**2 / (sigma2 * a * om)",
            (D_,), "w_t without the ½"),
     Mutant("sampling.noise_at_t1", "sampling step", "elbo_lab/diffusion.py",
            "(torch.arange(schedule.T, device=schedule.device) > 0)", "(torch.arange(schedule.T, device=schedule.device) >= 0)",

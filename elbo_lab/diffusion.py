@@ -195,7 +195,18 @@ def eps_weight(schedule: NoiseSchedule, variance: Variance = "posterior") -> tor
     Test: tests/test_diffusion.py.
     """
     s = schedule
-    return s.betas**2 / (2.0 * reverse_variance(s, None, variance) * s.alphas * s.one_minus_alpha_bars)
+    return eps_weight_at(s, torch.arange(s.T), reverse_variance(s, None, variance))
+
+
+def eps_weight_at(schedule: NoiseSchedule, k: torch.Tensor, sigma2: torch.Tensor) -> torch.Tensor:
+    """w_t = β_t² / (2 σ² α_t (1 − ᾱ_t)) at code steps ``k`` (B,) for any σ² that broadcasts against (B, ...) — the
+    one implementation of E9's weight (:func:`eps_weight` is it on the fixed variances; a learned σ² per value
+    gives a weight per value).  Derivation: E9 ``eps_weight`` result ``weight``.  Test: tests/test_diffusion.py
+    (through :func:`eps_weight`) and tests/test_reduction.py (learned σ²)."""
+    s = schedule
+    shape = (-1,) + (1,) * max(sigma2.ndim - 1, 0)
+    b, a, om = (v[k].reshape(shape) for v in (s.betas, s.alphas, s.one_minus_alpha_bars))
+    return b**2 / (2.0 * sigma2 * a * om)
 
 
 def p_sample_step(

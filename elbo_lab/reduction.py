@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from . import diffusion as D
-from .bound import bound_term, prior_term
+from .bound import _reverse_variance, bound_term, prior_term
 from .gaussian import normal_kl
 
 __all__ = ["forward_strip", "mass_summary", "oracle_per_step_table", "per_step_table", "reverse_strip_steps"]
@@ -52,17 +52,14 @@ class _Capture:
 
 
 def _sigma2(s, k, variance, v, like):
-    """The model's σ_t² per value, broadcast to ``like`` (B, ...): learned from v, or the fixed β̃_t / β_t."""
-    if variance == "learned":
-        return D.reverse_variance_from_v(s, k, v.to(F64))
-    return D.reverse_variance(s, k, variance).reshape(-1, *([1] * (like.ndim - 1))).expand_as(like)
+    """The model's σ_t² per value, broadcast to ``like`` (B, ...): the engine's own choice (bound._reverse_variance)."""
+    return _reverse_variance(s, k, variance, None if v is None else v.to(F64), like).expand_as(like)
 
 
 def _decompose(s, k, noise, eps_hat, sigma2):
     """(w·‖ε − ε̂‖², c, ‖ε − ε̂‖²) per row (B,) in nats, for rows with k ≥ 1 (E8 + E9, see the module doc)."""
     shape = (-1,) + (1,) * (noise.ndim - 1)
-    w_beta = D.eps_weight(s, "beta")[k].reshape(shape)  # β_t²/(2 β_t α_t (1 − ᾱ_t))
-    w = w_beta * s.betas[k].reshape(shape) / sigma2  # = β_t²/(2 σ² α_t (1 − ᾱ_t))
+    w = D.eps_weight_at(s, k, sigma2)  # β_t²/(2 σ² α_t (1 − ᾱ_t)), E9
     err2 = (noise - eps_hat.to(F64)).pow(2)
     var_q = s.posterior_variance[k].reshape(shape).expand_as(sigma2)
     const = normal_kl(torch.zeros_like(var_q), var_q, torch.zeros_like(var_q), sigma2)
