@@ -41,8 +41,10 @@ Estimators of Σ_k L_k (L_T is always exact, no network):
   s_k² the sample variance of the R draws at step k (for R = 2: Σ_k (a_k − b_k)²/4; unbiased, T degrees of
   freedom).  R = 1 (the old behaviour, half the cost) leaves it unestimated: stderr NaN.
 - Sampled estimators draw M = ``num_samples`` steps per image, each with a fresh ε.  By default
-  (``exact_decoder=True``) the decoder term L_0 is evaluated at every image (two ε draws each, so that its
-  variance over ε enters the stderr: a stratum of size one) and only the
+  (``exact_decoder=True``) the decoder term L_0 is evaluated at every image (``decoder_draws`` = 4 ε draws each,
+  so that its variance over ε enters the stderr with 3 degrees of freedom: a take-all stratum of size one; with
+  two draws its one-degree-of-freedom variance dominated the interval at large M and the oracle's per-image
+  95% intervals covered 92%) and only the
   T − 1 KL steps k = 1..T−1 are sampled: L_0 is the one term that is not a KL, it can be negative, and for
   continuous data it is large and of opposite sign to the rest, which would wreck any sampled estimator's
   variance.  With ``exact_decoder=False`` all T steps are sampled.  Over the T' sampled steps:
@@ -51,15 +53,22 @@ Estimators of Σ_k L_k (L_T is always exact, no network):
   - ``stratified``: M/2 contiguous strata of sizes n_s (as equal as possible), two uniform draws a, b in each:
     estimate Σ_s n_s (L_a + L_b)/2, variance estimate Σ_s n_s² (L_a − L_b)²/4 (unbiased; one draw per stratum
     would leave no unbiased variance estimate).
-  - ``importance``: k ~ p (``proposal``, or estimated ∝ √E[L_k²] from a pilot by :func:`estimate_proposal`).
-    Even M (the default): *stratified* importance sampling -- k = F_p⁻¹(u) with u stratified into S = M/2 equal
-    intervals of [0, 1), two draws in each; estimate Σ_s (1/S)(L_a/p_a + L_b/p_b)/2, variance estimate
-    Σ_s (1/S²)(L_a/p_a − L_b/p_b)²/4 (unbiased).  Odd M: i.i.d. k_j ~ p, estimate (1/M) Σ_j L_{k_j}/p_{k_j},
-    stderr = sample std / √M.  Coverage of the intervals: benchmarks/bench_bound.py part (c).
+  - ``importance``: k_j ~ p i.i.d. (``proposal``, or estimated ∝ √E[L_k²] from a pilot by
+    :func:`estimate_proposal`), estimate (1/M) Σ_j L_{k_j}/p_{k_j}, stderr = sample std / √M (M − 1 degrees of
+    freedom).  A step the proposal gives p_k ≥ 1/2 is a *take-all* step (``BoundResult.take_all``): evaluated at
+    every image with max(``decoder_draws``, ⌈M p_k⌉) ε draws, like L_0, and the proposal renormalised over the
+    rest (:func:`_take_all_steps`).  ``stratified_importance=True`` (even M): k = F_p⁻¹(u) with u stratified into
+    S = M/2 equal intervals of [0, 1), two draws in each; estimate Σ_s (1/S)(L_a/p_a + L_b/p_b)/2, variance estimate
+    Σ_s (1/S²)(L_a/p_a − L_b/p_b)²/4 (unbiased) -- a smaller variance at large M, but S one-degree-of-freedom
+    variance estimates whose Student-t interval over-covers at small M (97–98% at M = 8), so it is not the
+    default.  Coverage of every interval: benchmarks/bench_bound.py part (c).
 
 All sampled estimators are unbiased for E_ε[Σ_k L_k]; their stderr is an unbiased variance estimate covering both
-the step and the ε noise.  Intervals mean ± 1.96·stderr of *one image* from few draws undercover when the terms
-are very unequal (skewed draws); the dataset-level :meth:`BoundResult.mean_stderr` averages over images.
+the step and the ε noise.  Only ``importance``'s 95% interval is measured to cover (93–97% per image and for the
+mean, M = 8..128, on the Gaussian oracle and a trained digits DDPM).  ``uniform`` and ``stratified`` (equal-width
+strata) cannot give an honest interval from their own draws at these M: the steps that hold most of the bound
+(k ≲ 30, and the last step of a cosine schedule) are drawn so rarely that most runs never see them, and then
+both the estimate and its stderr are too small together (measured coverage 52–89%).
 Units: nats; bits/dim = nats/(D ln 2) (:meth:`BoundResult.bits_per_dim`).
 Tests: ``tests/test_bound.py`` (three routes agree; unbiasedness and interval coverage; decoder; bad input).
 """
@@ -309,6 +318,9 @@ class BoundResult:
     seed: int | None = None  # the int seed all noise and step choices were keyed by
     eps_draws: int | None = None  # ``full``: ε draws per (image, step)
     dof: torch.Tensor | None = field(default=None, repr=False)  # (N,) Welch–Satterthwaite dof of stderr²
+    decoder_draws: int | None = None  # sampled estimators with exact_decoder: ε draws of L_0 per image
+    stratified_importance: bool = False  # importance with stratified inverse-CDF draws (else i.i.d.)
+    take_all: list[int] = field(default_factory=list)  # importance: steps evaluated at every image (p_k ≥ 1/2)
 
     @property
     def N(self) -> int:
@@ -611,7 +623,7 @@ def _image_generator(seed: int, image_id: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(noise_seeds(seed, STREAM_STEPS, image_id, 0, 0)))
 
 
-def _sample_steps(estimator, lo, T, ids, M, proposal, seed) -> tuple[torch.Tensor, torch.Tensor]:
+def _sample_steps(estimator, lo, T, ids, M, proposal, seed, strata=False) -> tuple[torch.Tensor, torch.Tensor]:
     """(k, weight) each (N, M) on the CPU: code indices drawn from {lo..T−1} for each image (from the image's own
     keyed generator) and the factor that turns L_k into an unbiased one-draw estimate of Σ_{k=lo}^{T−1} L_k."""
     n_steps, N = T - lo, len(ids)
@@ -622,11 +634,11 @@ def _sample_steps(estimator, lo, T, ids, M, proposal, seed) -> tuple[torch.Tenso
         return k, torch.full((N, M), float(n_steps), dtype=torch.float64)
     if estimator == "importance":  # proposal (T,) with proposal[:lo] = 0
         p = proposal.cpu()
-        if M % 2:  # odd M: plain importance sampling, k_j ~ p i.i.d.
+        if not strata:  # plain importance sampling, k_j ~ p i.i.d.
             for i, image in enumerate(ids.tolist()):
                 k[i] = torch.multinomial(p, M, replacement=True, generator=_image_generator(seed, image))
             return k, 1.0 / p[k]
-        # even M: stratified importance -- inverse-CDF draws k = F⁻¹(u) with u stratified into S = M/2 equal
+        # stratified importance (even M) -- inverse-CDF draws k = F⁻¹(u) with u stratified into S = M/2 equal
         # intervals [s/S, (s+1)/S), two in each; weight 1/(S p_k) (columns 2s, 2s+1 = stratum s, as for stratified)
         S = M // 2
         cdf = p.cumsum(0)
@@ -645,12 +657,12 @@ def _sample_steps(estimator, lo, T, ids, M, proposal, seed) -> tuple[torch.Tenso
     return k, sizes.to(torch.float64).expand(N, M).clone()
 
 
-def _combine(estimator, values, weights) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _combine(estimator, values, weights, strata=False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(estimate, variance, Σ_j v_j²/ν_j) per image from the (N, M) one-sample terms and their weights; the last
     is what the Welch–Satterthwaite degrees of freedom ν = (Σ v_j)² / Σ v_j²/ν_j of the variance need."""
     y = values * weights  # (N, M)
     M = y.shape[1]
-    if estimator == "stratified" or (estimator == "importance" and M % 2 == 0):
+    if estimator == "stratified" or (estimator == "importance" and strata):
         a, b = y[:, 0::2], y[:, 1::2]  # (N, S) the two draws (weighted) in each stratum
         v = (a - b).pow(2) / 4  # (N, S) one degree of freedom each
         return ((a + b) / 2).sum(1), v.sum(1), v.pow(2).sum(1)
@@ -679,15 +691,41 @@ def _check_proposal(proposal, T: int, lo: int) -> torch.Tensor:
     return p / p.sum()
 
 
+TAKE_ALL = 0.5  # a step the proposal gives at least this probability is evaluated at every image instead
+
+
+def _take_all_steps(p: torch.Tensor) -> tuple[torch.Tensor, list[tuple[int, float]]]:
+    """(proposal over the remaining steps, [(take-all step, its probability when taken)]): while some step has
+    p_k ≥ 1/2, take it out of the sampled set (it is then evaluated at every image, like L_0, with at least the
+    ⌈M p_k⌉ ε draws it would have got on average) and renormalise the rest.
+
+    Why: with p_k ≥ 1/2 most draws repeat one term, and the rest of the bound is seen in only a few draws -- when
+    none lands there, every draw has the same value, the sample variance is ~0 and the interval misses (a model
+    with 94% of its bound in its last step: p = 0.89, 8 draws, the 95% interval covered 43%).  Evaluating that step
+    with certainty is the survey-sampling rule for a unit whose inclusion probability would exceed one."""
+    p = p.clone()
+    taken: list[tuple[int, float]] = []
+    while float(p.max()) >= TAKE_ALL and float(p.max()) < 1.0:
+        k = int(p.argmax())
+        taken.append((k, float(p[k])))
+        p[k] = 0.0
+        p = p / p.sum()
+    return p, sorted(taken)
+
+
 def pilot_steps(T: int, grid: int | None) -> torch.Tensor:
-    """The code indices a pilot evaluates: all T if ``grid`` is None or ≥ T, else 0 and ~``grid`` − 1 steps
-    geometrically spaced in 1..T−1 (dense at small k, where the terms change fastest)."""
+    """The code indices a pilot evaluates: all T if ``grid`` is None or ≥ T, else 0, ~``grid`` − 1 steps
+    geometrically spaced in 1..T−1 (dense at small k, where the terms change fastest) and the last two steps
+    T−2, T−1.  T−2 is there because the last step can be isolated: with a cosine schedule (β_T clipped to 0.999)
+    a trained model's L_{T−1} was ~40 nats, 20% of its bound, while L_{T−2} was ~0.01; interpolating from the
+    grid point before it spread that step's proposal mass over the ~90 steps in between (62% of all the mass on
+    steps holding < 1% of the bound)."""
     if grid is None or grid >= T or T < 3:
         return torch.arange(T)
     if isinstance(grid, bool) or not isinstance(grid, int) or grid < 2:
         raise ValueError(f"grid must be an int >= 2 or None, got {grid!r}")
     inner = np.unique(np.round(np.geomspace(1, T - 1, grid - 1)).astype(np.int64))
-    return torch.from_numpy(np.concatenate([[0], inner]))
+    return torch.from_numpy(np.union1d(np.concatenate([[0], inner]), [T - 2, T - 1]))
 
 
 def estimate_proposal(
@@ -696,7 +734,7 @@ def estimate_proposal(
     x0_pilot: torch.Tensor,
     *,
     grid: int | None = 64,
-    mix: float = 0.05,
+    mix: float = 0.01,
     generator=None,
     model: ModelSpec | None = None,
     variance=None,
@@ -711,7 +749,12 @@ def estimate_proposal(
     2021, used here for evaluation), mixed with the uniform law: p = (1 − mix)·p_pilot + mix/T, (T,) float64
     summing to 1, index k = t − 1.  The pilot evaluates one-sample L_k on the steps of :func:`pilot_steps`
     (``grid``; all T if None) for every pilot image -- N_pilot·len(steps) network evaluations -- and interpolates
-    √E[L_k²] linearly in k in between.  ``mix`` > 0 keeps every weight 1/(T p_k) ≤ 1/mix.  The pilot's noise is
+    √E[L_k²] *geometrically* in between (linearly in log √E[L_k²]; a grid value of 0 counts as 1e-300): the
+    terms fall by ~4 orders of magnitude over k, and linear interpolation between two grid points a decade
+    apart puts up to ~10× too much mass on the steps next to the smaller one.  ``mix`` > 0 keeps every weight
+    1/(T p_k) ≤ 1/mix; it costs variance, since draws from the uniform part mostly land on steps whose terms are
+    ~0 and give y ≈ 0: on the Gaussian oracle (T = 1000, M = 8) mix = 0.05 gave 12.9× fewer evaluations than
+    ``full`` at equal per-image s.e. and 0.01 gave 26× (benchmarks/bench_bound.py part (c)).  The pilot's noise is
     keyed by (``generator`` seed, pilot image id (``image_ids``, default 0..P−1), step), so every process that runs
     the same pilot images gets the same proposal.
     """
@@ -741,7 +784,8 @@ def estimate_proposal(
             kw,
         ).reshape(P, G)
     rms = values.pow(2).mean(0).sqrt().cpu().numpy()  # (G,)
-    rms = torch.from_numpy(np.interp(np.arange(s.T), steps.numpy(), rms)).to(x0_pilot.device)  # (T,)
+    log_rms = np.log(np.maximum(rms, 1e-300))  # geometric interpolation between grid steps
+    rms = torch.from_numpy(np.exp(np.interp(np.arange(s.T), steps.numpy(), log_rms))).to(x0_pilot.device)  # (T,)
     q = rms / rms.sum() if float(rms.sum()) > 0 else torch.full_like(rms, 1.0 / s.T)
     return (1.0 - mix) * q + mix / s.T
 
@@ -770,6 +814,8 @@ def variational_bound(
     image_ids=None,
     progress: bool = False,
     eps_draws: int = 2,
+    decoder_draws: int = 4,
+    stratified_importance: bool = False,
 ) -> BoundResult:
     """The variational bound (NLL bound, nats, ≥ −log p_θ(x_0)) of ``eps_model`` for each image of ``x0``.
 
@@ -782,10 +828,11 @@ def variational_bound(
     ``variance`` (default "posterior"), ``decoder`` (default "discretized") and ``levels``; not both.
     The estimator's knobs: ``estimator``: "full" | "uniform" | "stratified" | "importance" (see the module
     docstring); ``num_samples`` steps per image for the sampled ones (default 32; ≥ 2; even for stratified).
-    ``exact_decoder`` (default): sampled estimators evaluate L_0 at every image (two extra evaluations each) and
-    sample only k ≥ 1; False: sample all k = 0..T−1.  ``proposal`` (T,) for "importance" (entries k < 1 ignored
-    with ``exact_decoder``), else estimated from the first ``pilot_images`` images on ``pilot_grid`` steps
-    (:func:`estimate_proposal`; counted in ``n_evals``).
+    ``exact_decoder`` (default): sampled estimators evaluate L_0 at every image (``decoder_draws`` ε draws, default
+    4, each an evaluation) and sample only k ≥ 1; False: sample all k = 0..T−1.  ``stratified_importance``:
+    importance with stratified inverse-CDF draws (even M; see the module docstring); default i.i.d. draws.
+    ``proposal`` (T,) for "importance" (entries k < 1 ignored with ``exact_decoder``), else estimated from the
+    first ``pilot_images`` images on ``pilot_grid`` steps (:func:`estimate_proposal`; counted in ``n_evals``).
 
     Randomness: ``generator`` is an int seed (None: 0; a torch.Generator: one seed drawn from it).  Every ε and
     every step choice is keyed by (seed, image id, step, draw) -- ``image_ids`` (N,) are the images' indices in
@@ -847,6 +894,13 @@ def variational_bound(
     lo = 1 if exact_decoder else 0  # sampled steps: k = lo..T−1
     if T - lo < 1:
         raise ValueError("T = 1 with exact_decoder: there are no steps to sample; use estimator='full'")
+    if isinstance(decoder_draws, bool) or not isinstance(decoder_draws, int) or decoder_draws < 2:
+        raise ValueError(f"decoder_draws must be an int >= 2 (a variance needs two draws), got {decoder_draws!r}")
+    if not isinstance(stratified_importance, bool):
+        raise ValueError(f"stratified_importance must be True or False, got {stratified_importance!r}")
+    if stratified_importance and (estimator != "importance" or M % 2):
+        raise ValueError(f"stratified_importance needs estimator='importance' and an even num_samples, got {M}")
+    strata = stratified_importance
     if estimator == "stratified" and (M % 2 or M // 2 > T - lo):
         raise ValueError(
             f"stratified needs an even num_samples <= {2 * (T - lo)} (two draws per stratum of the {T - lo} "
@@ -867,45 +921,56 @@ def variational_bound(
                 **kw,
             )
             n_pilot = n_p * len(pilot_steps(T, pilot_grid))
-        proposal = _check_proposal(proposal, T, lo).to(x0.device)
+        proposal, take_all = _take_all_steps(_check_proposal(proposal, T, lo))
+        proposal = proposal.to(x0.device)
+    else:
+        take_all = []
 
-    n_dec = 2 * N if exact_decoder else 0
+    # the take-all steps, each at every image with R ε draws: L_0 (exact_decoder; R = decoder_draws) and any step the
+    # proposal gives p_k >= 1/2 (R = max(decoder_draws, ⌈M p_k⌉): the draws it would have had, as a fixed number)
+    certain = ([(0, decoder_draws)] if exact_decoder else []) + [
+        (k, max(decoder_draws, math.ceil(M * pk))) for k, pk in take_all
+    ]
+    take_all = [k for k, _ in take_all]
+    n_dec = N * sum(R for _, R in certain)
     bar = _Progress(progress, N * M + n_dec, f"bound ({estimator}, M = {M})")
     try:
-        k, weights = _sample_steps(estimator, lo, T, ids, M, proposal, seed)  # (N, M) each, CPU
+        k, weights = _sample_steps(estimator, lo, T, ids, M, proposal, seed, strata)  # (N, M) each, CPU
         rows, draws = torch.arange(N).repeat_interleave(M), torch.arange(M).repeat(N)
         values = _evaluate(
             eps_model, schedule, x64, rows, ids, k.flatten(), draws, seed, STREAM_SAMPLED, chunk_size, kw, bar
         ).reshape(N, M)
-        if exact_decoder:  # L_0 at every image: a stratum of size 1 with two ε draws (for an unbiased variance)
-            rows2, zeros = torch.arange(N).repeat_interleave(2), torch.zeros(2 * N, dtype=torch.long)
-            dec = _evaluate(
+        # a stratum of size 1 per take-all step, R ε draws each (R >= 2: an unbiased variance), (N, R) per step
+        dec = [
+            _evaluate(
                 eps_model,
                 schedule,
                 x64,
-                rows2,
+                torch.arange(N).repeat_interleave(R),
                 ids,
-                zeros,
-                torch.arange(2).repeat(N),
+                torch.full((N * R,), kc, dtype=torch.long),
+                torch.arange(R).repeat(N),
                 seed,
                 STREAM_DECODER,
                 chunk_size,
                 kw,
                 bar,
-            ).reshape(N, 2)
+            ).reshape(N, R)
+            for kc, R in certain
+        ]
     finally:
         bar.close()
     k, weights = k.to(x0.device), weights.to(x0.device)
-    estimate, var, var_sq = _combine(estimator, values, weights)
+    estimate, var, var_sq = _combine(estimator, values, weights, strata)
     sums = torch.zeros(N, T, dtype=torch.float64, device=x0.device).scatter_add_(1, k, values)
     counts = torch.zeros(N, T, dtype=torch.float64, device=x0.device).scatter_add_(1, k, torch.ones_like(values))
     terms = torch.where(counts > 0, sums / counts.clamp(min=1), torch.full_like(sums, float("nan")))
     n_evals = N * M + n_pilot + n_dec
-    if exact_decoder:
-        terms[:, 0] = dec.mean(1)
-        estimate = estimate + dec.mean(1)
-        v_dec = (dec[:, 0] - dec[:, 1]).pow(2) / 4  # one degree of freedom
-        var, var_sq = var + v_dec, var_sq + v_dec.pow(2)
+    for (kc, R), d in zip(certain, dec):
+        terms[:, kc] = d.mean(1)
+        estimate = estimate + d.mean(1)
+        v_dec = d.var(1) / R  # Var of the mean of R draws, R − 1 degrees of freedom
+        var, var_sq = var + v_dec, var_sq + v_dec.pow(2) / (R - 1)
     result = BoundResult(
         prior + estimate,
         prior,
@@ -919,6 +984,9 @@ def variational_bound(
         n_pilot_evals=n_pilot,
         proposal=proposal if estimator == "importance" else None,
         dof=satterthwaite_dof(var, var_sq),
+        decoder_draws=decoder_draws if exact_decoder else None,
+        stratified_importance=strata,
+        take_all=take_all,
         **common,
     )
     return result.bits_per_dim() if bits_per_dim else result

@@ -22,16 +22,24 @@ import math
 __all__ = ["COVERAGE_95", "citation", "citation_line", "interval_covers"]
 
 #: Measured coverage of the nominal 95% interval of the dataset mean (benchmarks/bench_bound.py part (c): 200
-#: repetitions x 4 images, M = 8 / 32 / 128, on the Gaussian oracle and on a trained digits DDPM).  Only
-#: estimators whose interval was measured to cover (>= 93% at every M tried) are quoted as a 95% CI; for the
-#: others the line says the interval is too narrow and by how much, instead of quoting it.  ``full``'s
-#: ε-noise s.e. was compared with the spread over 5 seeds instead (0.68x the reported s.e.: conservative).
+#: repetitions x 4 images, M = 8 / 32 / 128, on the Gaussian oracle and on a trained digits DDPM): min, max over
+#: M and both models.  Only estimators whose interval was measured to cover (>= 93% at every M tried) are quoted
+#: as a 95% CI; for the others the line gives no interval and says why.  ``full``'s ε-noise s.e. was compared
+#: with the spread over 5 seeds instead (0.68x the reported s.e.: conservative).  Keys: :func:`estimator_key`.
 COVERAGE_95: dict[str, tuple[float, float] | None] = {
     "full": None,  # two ε draws per step: s.e. checked against the seed spread, not a coverage table
-    "importance": (0.945, 0.985),  # min, max over M in {8, 32, 128} and both models: covers
+    "importance": (0.945, 0.985),  # i.i.d. draws from the pilot proposal: covers
+    "importance (stratified)": (0.945, 0.985),  # stratified_importance=True: covers, conservatively at small M
     "stratified": (0.760, 0.890),  # undercovers
     "uniform": (0.525, 0.835),  # undercovers
 }
+
+
+def estimator_key(result) -> str:
+    """The estimator's name as :data:`COVERAGE_95` knows it ("importance (stratified)" for stratified importance)."""
+    if result.estimator == "importance" and getattr(result, "stratified_importance", False):
+        return "importance (stratified)"
+    return result.estimator
 
 
 def interval_covers(estimator: str) -> bool:
@@ -51,12 +59,15 @@ def _model_words(model) -> str:
 def citation(result, *, version: str | None = None, commit: str | None = None) -> dict:
     """The citation fields of a :class:`elbo_lab.bound.BoundResult` (converted to bits/dim): JSON-ready, NaN → None.
 
-    Keys: quantity, units, value, stderr, ci95 [a, b], ci_method, dof, stderr_images, estimator, num_samples,
-    eps_draws, n_images, n_evals, T, model (the ModelSpec's dict), version, git_commit, line.
+    Keys: quantity, units, value, stderr, ci95 [a, b] (None where the estimator's interval was not measured to
+    cover: ``ci95_trusted`` False), ci_method, dof, stderr_images, estimator, num_samples, eps_draws,
+    decoder_draws, take_all_steps, n_images, n_evals, T, model (the ModelSpec's dict), version, git_commit, line.
     """
     r = result.bits_per_dim()
+    key = estimator_key(r)
     se = r.mean_stderr("estimator")
-    lo, hi = r.mean_ci(0.95) if math.isfinite(se) else (float("nan"), float("nan"))
+    trusted = interval_covers(key)
+    lo, hi = r.mean_ci(0.95) if math.isfinite(se) and trusted else (float("nan"), float("nan"))
     T = int(r.terms.shape[1])
     out = {
         "quantity": "negative-log-likelihood bound (NLL <= value; the negative ELBO)",
@@ -65,13 +76,15 @@ def citation(result, *, version: str | None = None, commit: str | None = None) -
         "stderr": _num(se),
         "ci95": [_num(lo), _num(hi)],
         "ci_method": "Student t, Welch-Satterthwaite dof, estimator noise for these images",
-        "ci95_coverage_measured": list(COVERAGE_95[r.estimator]) if COVERAGE_95.get(r.estimator) else None,
-        "ci95_trusted": interval_covers(r.estimator),
+        "ci95_coverage_measured": list(COVERAGE_95[key]) if COVERAGE_95.get(key) else None,
+        "ci95_trusted": trusted,
         "dof": _num(r.mean_dof()),
         "stderr_images": _num(r.mean_stderr("images")) if r.N >= 2 else None,
-        "estimator": r.estimator,
+        "estimator": key,
         "num_samples": r.num_samples,
         "eps_draws": r.eps_draws,
+        "decoder_draws": r.decoder_draws,
+        "take_all_steps": list(getattr(r, "take_all", []) or []),
         "n_images": r.N,
         "n_evals": r.n_evals,
         "T": T,
@@ -86,16 +99,17 @@ def citation(result, *, version: str | None = None, commit: str | None = None) -
 def citation_line(result) -> str:
     """ "NLL ≤ X ± Y bits/dim (1 s.e.; 95% CI [a, b]), estimator, N images, M network evaluations, T, convention"."""
     r = result.bits_per_dim()
+    key = estimator_key(r)
     se = r.mean_stderr("estimator")
     if r.estimator == "full":
         est = f"full ({r.eps_draws} ε draws per step)" if r.eps_draws else "full"
     else:
-        est = f"{r.estimator} (M = {r.num_samples} steps/image)"
-    if math.isfinite(se) and not interval_covers(r.estimator):
-        a, b = COVERAGE_95[r.estimator]
+        est = f"{key} (M = {r.num_samples} steps/image)"
+    if math.isfinite(se) and not interval_covers(key):
+        a, b = COVERAGE_95[key]
         unc = (
-            f"± {se:.5f} bits/dim (1 s.e., too small: this estimator's nominal 95% interval covered only "
-            f"{a:.0%}–{b:.0%} when measured; cite importance or full instead)"
+            f"± {se:.5f} bits/dim (1 s.e., too small: no 95% CI given -- this estimator's nominal 95% interval "
+            f"covered only {a:.0%}–{b:.0%} when measured; cite importance or full instead)"
         )
     elif math.isfinite(se):
         lo, hi = r.mean_ci(0.95)

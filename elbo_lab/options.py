@@ -83,7 +83,7 @@ RANGES: dict[str, Range] = {
     "dropout": _f(0, 1, hi_open=True),
     "eval_every": _i(1, 10**9),
     "log_every": _i(1, 10**9),
-    "val_samples": _i(2, MAX_BUDGET, even=True),
+    "val_samples": _i(2, MAX_BUDGET),
     "val_fraction": _f(0, 1, lo_open=True, hi_open=True),
     # bound / sample
     "budget": _i(2, MAX_BUDGET),

@@ -577,7 +577,9 @@ def captions(r: dict, tabs: dict) -> dict[str, str]:
         )
         cap["mc_convergence"] = (
             f"Monte Carlo convergence on {tabs['mc_convergence']['images']} test images: estimate ± 2 s.e. "
-            "against network evaluations; the full estimator on the same images as reference."
+            "against network evaluations; the full estimator on the same images as reference. Only importance "
+            "sampling's bars are honest intervals (dashed: uniform and stratified, whose nominal 95% intervals "
+            "undercover, benchmarks/bench_bound.py part (c))."
         )
         f = tabs["forward_noising"]
         cap["forward_noising"] = (

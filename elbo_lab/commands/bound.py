@@ -4,8 +4,9 @@ with the per-term breakdown (L_T, each L_{t−1}, L_0) and standard errors, besi
 The bound is the engine's (:func:`elbo_lab.bound.variational_bound`): a negative-log-likelihood bound
 (≥ −log p_θ(x_0)).  ``--estimator full`` evaluates every step for every image with two ε draws (2·N·T network
 evaluations) and reports the standard error of that ε noise;
-``importance`` (default), ``stratified`` and ``uniform`` sample ``--budget`` steps per image and report a standard
-error that covers the sampled steps and noise.  The table groups steps; ``--json`` has every step.  The last line
+``importance`` (default), ``stratified`` and ``uniform`` sample ``--budget`` steps per image and report an unbiased
+standard error of the sampled steps and noise; only importance's 95% interval was measured to cover (the citation
+line gives no interval for the other two: :mod:`elbo_lab.cite`).  The table groups steps; ``--json`` has every step.  The last line
 is the number to cite (:func:`elbo_lab.cite.citation_line`), and ``--json`` has the same fields under
 "citation" with the package version and git commit.  A progress bar with ETA goes to stderr when it is a
 terminal (``--quiet``: none).

@@ -139,7 +139,7 @@ def configure(p: argparse.ArgumentParser) -> None:
         type=arg("val_samples"),
         default=None,
         metavar="M",
-        help=f"timesteps per held-out image for the stratified estimator (default {d.val_samples})",
+        help=f"timesteps per held-out image for the importance estimator (default {d.val_samples})",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
