@@ -10,22 +10,27 @@
 (b) Network evaluations the importance-sampled estimator needs to reach the standard error of ``full``.
     Quantity: the dataset-mean bound, as an estimate of the expected bound E_{x_0}[L(x_0)] over the data
     distribution; its standard error is std(per-image totals)/√N (``BoundResult.mean_stderr()``), which
-    includes the data spread and the estimator's noise.  ``full`` on N images costs N·T evaluations; a sampled
-    estimator with M steps per image and per-image variance V_M needs N' = V_M / se_full² images (fresh data
-    from the oracle), i.e. N'·(M + 2) evaluations (M sampled steps + two decoder draws per image; + the pilot).
+    includes the data spread and the estimator's noise.  ``full`` on N images costs 2·N·T evaluations (two ε
+    draws per step); a sampled estimator with M steps per image and per-image variance V_M needs
+    N' = V_M / se_full² images (fresh data from the oracle), i.e. N'·c_M evaluations (c_M: its evaluations per
+    image -- M sampled steps, 4 decoder draws, any take-all draws; + the pilot, printed apart).  (b') does the
+    same on a trained digits DDPM (``--ckpt``) with the 360 test digits.
     Model: the Gaussian oracle (``elbo_lab.oracles.gaussian``, D-dimensional N(m, S), MMSE ε-predictor,
     continuous Gaussian decoder), whose exact expected bound is printed alongside.  Target: ≥ 20× fewer evaluations.
 
 (c) Coverage of the reported 95% intervals, and the evaluations ratio at equal standard error, side by side.
     For each model (the Gaussian oracle: exact per-image bound in closed form; a trained digits DDPM
     checkpoint: reference = ``full`` with its own ε-noise standard error, several seeds pooled), each sampled
-    estimator and M ∈ {8, 32, 128}: ``--reps`` independent runs (seeds) on the same N images.  Per-image
-    coverage: the fraction of intervals total_i ± 1.96·√(stderr_i² + se_ref,i²) that contain the reference;
-    dataset coverage: the same for the mean over the N images (``mean_stderr("estimator")``).  Ratio: the
-    evaluations ``full`` (2 ε draws per step) spends per image divided by what the sampled estimator needs for
-    the same per-image ε/step-noise standard error, (2T)/(c_M·V_M/V_full), with c_M its evaluations per image
-    (pilot included) and V the measured per-image variances (spread over the runs; full's from its reported
-    stderr).  "over images" is part (b)'s definition (data spread included).
+    estimator and M ∈ {8, 32, 128}: ``--reps`` independent runs (seeds) on the same N images, each with its own
+    pilot.  Per-image coverage: the fraction of intervals total_i ± t_ν·√(stderr_i² + se_ref,i²) (Student t,
+    the image's Welch–Satterthwaite ν) that contain the reference; dataset coverage: each run's
+    ``BoundResult.mean_ci`` (95%) widened by the reference's noise.  Ratio: the evaluations ``full`` (2 ε draws
+    per step) spends per image divided by what the sampled estimator needs for the same per-image ε/step-noise
+    standard error, (2T)/(c_M·V_M/V_full), with c_M its evaluations per image (pilot excluded: it is paid once
+    per model; "w/ pilot" charges this run's pilot to its N images) and V the measured per-image variances
+    (spread over the runs; full's from its reported stderr).  "over images" is part (b)'s definition (data
+    spread included).  The DDPM reference is ``full`` with 8 ε draws per step, ``--ref-seeds`` seeds pooled: it
+    is shared by every run, so it must be precise (4 seeds x 2 draws read 87% per-image coverage at M = 128).
 
 (d) ``full``'s reported ε-noise standard error next to the spread of its mean over 5 seeds on the same images.
 

@@ -60,15 +60,15 @@ Estimators of Σ_k L_k (L_T is always exact, no network):
     rest (:func:`_take_all_steps`).  ``stratified_importance=True`` (even M): k = F_p⁻¹(u) with u stratified into
     S = M/2 equal intervals of [0, 1), two draws in each; estimate Σ_s (1/S)(L_a/p_a + L_b/p_b)/2, variance estimate
     Σ_s (1/S²)(L_a/p_a − L_b/p_b)²/4 (unbiased) -- a smaller variance at large M, but S one-degree-of-freedom
-    variance estimates whose Student-t interval over-covers at small M (97–98% at M = 8), so it is not the
+    variance estimates whose Student-t interval over-covers at small M (97–99% at M = 8), so it is not the
     default.  Coverage of every interval: benchmarks/bench_bound.py part (c).
 
 All sampled estimators are unbiased for E_ε[Σ_k L_k]; their stderr is an unbiased variance estimate covering both
-the step and the ε noise.  Only ``importance``'s 95% interval is measured to cover (93–97% per image and for the
+the step and the ε noise.  Only ``importance``'s 95% interval is measured to cover (94.5–97.5% per image and for the
 mean, M = 8..128, on the Gaussian oracle and a trained digits DDPM).  ``uniform`` and ``stratified`` (equal-width
-strata) cannot give an honest interval from their own draws at these M: the steps that hold most of the bound
+strata) cannot give an honest interval from their own draws at these M: the steps that hold half the bound
 (k ≲ 30, and the last step of a cosine schedule) are drawn so rarely that most runs never see them, and then
-both the estimate and its stderr are too small together (measured coverage 52–89%).
+both the estimate and its stderr are too small together (measured coverage 42–89%).
 Units: nats; bits/dim = nats/(D ln 2) (:meth:`BoundResult.bits_per_dim`).
 Tests: ``tests/test_bound.py`` (three routes agree; unbiasedness and interval coverage; decoder; bad input).
 """
@@ -297,9 +297,11 @@ class BoundResult:
     """Per-image values of the variational bound (a negative-log-likelihood bound, ≥ −log p_θ(x_0)).
 
     ``units`` is "nats" (or "bits/dim" after :meth:`bits_per_dim`).  ``terms`` (N, T): column k = code index
-    (column 0 = L_0); for sampled estimators the mean of the one-sample values at the steps drawn and NaN
-    at steps not drawn (``total`` is never NaN).  ``stderr`` (N,): the estimator's standard error per image
-    (0 for ``full``: exact over t).  ``n_evals``: network evaluations, pilot included (``n_pilot_evals``).
+    (column 0 = L_0); for sampled estimators the mean of the one-sample values at the steps drawn, the mean of
+    the R draws at L_0 and at take-all steps, and NaN at steps not drawn (``total`` is never NaN).  ``stderr``
+    (N,): the estimator's standard error per image (for ``full``: of its ε noise; NaN with one draw per step).
+    ``n_evals``: network evaluations, pilot included (``n_pilot_evals``).  ``proposal``: the importance proposal
+    as given or estimated (before take-all steps are taken out: it can be passed back as ``proposal=``).
     """
 
     total: torch.Tensor  # (N,)
@@ -642,10 +644,12 @@ def _sample_steps(estimator, lo, T, ids, M, proposal, seed, strata=False) -> tup
         # intervals [s/S, (s+1)/S), two in each; weight 1/(S p_k) (columns 2s, 2s+1 = stratum s, as for stratified)
         S = M // 2
         cdf = p.cumsum(0)
+        positive = (p > 0).nonzero().squeeze(1)  # u rounding to 1 must not land on a step with p = 0 (weight ∞)
+        first, last = int(positive.min()), int(positive.max())
         base = torch.arange(S, dtype=torch.float64).repeat_interleave(2)
         for i, image in enumerate(ids.tolist()):
             u = (base + torch.rand(M, generator=_image_generator(seed, image), dtype=torch.float64)) / S
-            k[i] = torch.searchsorted(cdf, u * float(cdf[-1]), right=True).clamp(lo, T - 1)
+            k[i] = torch.searchsorted(cdf, u * float(cdf[-1]), right=True).clamp(first, last)
         return k, 1.0 / (S * p[k])
     # stratified: S = M/2 strata [e_s, e_{s+1}) of {lo..T−1}, two draws in each; columns 2s and 2s+1 = stratum s
     S = M // 2
@@ -754,7 +758,7 @@ def estimate_proposal(
     apart puts up to ~10× too much mass on the steps next to the smaller one.  ``mix`` > 0 keeps every weight
     1/(T p_k) ≤ 1/mix; it costs variance, since draws from the uniform part mostly land on steps whose terms are
     ~0 and give y ≈ 0: on the Gaussian oracle (T = 1000, M = 8) mix = 0.05 gave 12.9× fewer evaluations than
-    ``full`` at equal per-image s.e. and 0.01 gave 26× (benchmarks/bench_bound.py part (c)).  The pilot's noise is
+    ``full`` at equal per-image s.e. and 0.01 gave 27× (benchmarks/bench_bound.py part (c)).  The pilot's noise is
     keyed by (``generator`` seed, pilot image id (``image_ids``, default 0..P−1), step), so every process that runs
     the same pilot images gets the same proposal.
     """
@@ -859,6 +863,10 @@ def variational_bound(
     prior = prior_term(schedule, x64)
     common = dict(model=spec, seed=seed)
 
+    if not isinstance(stratified_importance, bool):
+        raise ValueError(f"stratified_importance must be True or False, got {stratified_importance!r}")
+    if stratified_importance and estimator != "importance":
+        raise ValueError(f"stratified_importance needs estimator='importance', got {estimator!r}")
     if estimator == "full":
         R = eps_draws
         if isinstance(R, bool) or not isinstance(R, int) or R < 1:
@@ -896,9 +904,7 @@ def variational_bound(
         raise ValueError("T = 1 with exact_decoder: there are no steps to sample; use estimator='full'")
     if isinstance(decoder_draws, bool) or not isinstance(decoder_draws, int) or decoder_draws < 2:
         raise ValueError(f"decoder_draws must be an int >= 2 (a variance needs two draws), got {decoder_draws!r}")
-    if not isinstance(stratified_importance, bool):
-        raise ValueError(f"stratified_importance must be True or False, got {stratified_importance!r}")
-    if stratified_importance and (estimator != "importance" or M % 2):
+    if stratified_importance and M % 2:
         raise ValueError(f"stratified_importance needs estimator='importance' and an even num_samples, got {M}")
     strata = stratified_importance
     if estimator == "stratified" and (M % 2 or M // 2 > T - lo):
@@ -921,8 +927,8 @@ def variational_bound(
                 **kw,
             )
             n_pilot = n_p * len(pilot_steps(T, pilot_grid))
-        proposal, take_all = _take_all_steps(_check_proposal(proposal, T, lo))
-        proposal = proposal.to(x0.device)
+        given = _check_proposal(proposal, T, lo).to(x0.device)  # what the result reports (reusable as proposal=)
+        proposal, take_all = _take_all_steps(given)
     else:
         take_all = []
 
@@ -982,7 +988,7 @@ def variational_bound(
         estimator=estimator,
         num_samples=M,
         n_pilot_evals=n_pilot,
-        proposal=proposal if estimator == "importance" else None,
+        proposal=given if estimator == "importance" else None,
         dof=satterthwaite_dof(var, var_sq),
         decoder_draws=decoder_draws if exact_decoder else None,
         stratified_importance=strata,

@@ -347,7 +347,7 @@ def fig_mc_convergence(tab: Mapping):
                 fmt="o--",
                 capsize=3,
                 alpha=0.8,
-                label=f"{name} (±2 s.e.: not a 95% interval, covered {lo:.0%}–{hi:.0%})",
+                label=f"{name} (±2 s.e.: not a 95% interval; the mean's covered {lo:.0%}–{hi:.0%})",
             )
             bars[-1][0].set_linestyle("--")
     ax.axhline(tab["full"], color="k", ls="--", label=f"full ({tab['full_n_evals']:,} evaluations)")

@@ -437,7 +437,7 @@ def figure_tables(pipe: Pipeline, r: dict) -> dict[str, dict]:
             "bound_se": [p["heldout_stderr"] for p in ev],
             "simple": [p.get("heldout_simple") for p in ev],
             "simple_se": [p.get("heldout_simple_stderr") for p in ev],
-            "estimator": ev[0].get("heldout_estimator", "stratified") if ev else "",
+            "estimator": ev[0].get("heldout_estimator", "") if ev else "",
             "n_evals_per_point": ev[0].get("heldout_n_evals") if ev else None,
             "train_step": [p["step"] for p in tr],
             "train_simple": [p["train_simple"] for p in tr],

@@ -2,8 +2,8 @@
 (elbo_lab/bound.py, ``variational_bound`` with ``exact_decoder=True``).
 
 The coverage fixtures of tests/test_bound.py give L_0 only 6–19 % of an estimate's variance, too little to see an
-error in the decoder stratum's variance (L_a − L_b)²/4 of its two ε draws.  Here the model is exact for a
-single training point x* at every step t ≥ 2 up to a factor, ε̂ = c (x_t − √ᾱ_t x*)/√(1 − ᾱ_t) with c = 0.98,
+error in the decoder stratum's variance var(draws)/R of its R = ``decoder_draws`` (4) ε draws.  Here the model is
+exact for a single training point x* at every step t ≥ 2 up to a factor, ε̂ = c (x_t − √ᾱ_t x*)/√(1 − ᾱ_t) with c = 0.98,
 and predicts ε̂ = 0 at t = 1, so the KL terms are small and L_0 is a scaled χ²: L_0 carries most of the variance
 (measured below).  Every term has a closed form at x_0 = x* (σ_t² = β̃_t, Gaussian decoder, nats):
 

@@ -6,9 +6,9 @@ The bound is the engine's (:func:`elbo_lab.bound.variational_bound`): a negative
 evaluations) and reports the standard error of that ε noise;
 ``importance`` (default), ``stratified`` and ``uniform`` sample ``--budget`` steps per image and report an unbiased
 standard error of the sampled steps and noise; only importance's 95% interval was measured to cover (the citation
-line gives no interval for the other two: :mod:`elbo_lab.cite`).  The table groups steps; ``--json`` has every step.  The last line
-is the number to cite (:func:`elbo_lab.cite.citation_line`), and ``--json`` has the same fields under
-"citation" with the package version and git commit.  A progress bar with ETA goes to stderr when it is a
+line gives no interval for the other two: :mod:`elbo_lab.cite`).  The table groups steps; ``--json`` has every
+step.  The last line is the number to cite (:func:`elbo_lab.cite.citation_line`), and ``--json`` has the same
+fields under "citation" with the package version and git commit.  A progress bar with ETA goes to stderr when it is a
 terminal (``--quiet``: none).
 
 Conventions by name (:class:`elbo_lab.bound.ModelSpec`): ``--variance`` picks σ_t² (default: the checkpoint's) and
@@ -56,7 +56,8 @@ def configure(p: argparse.ArgumentParser) -> None:
         type=arg("budget"),
         default=64,
         metavar="N",
-        help=f"timesteps per image for the sampled estimators, 2..{MAX_BUDGET:,} (default 64)",
+        help=f"sampled timesteps per image, 2..{MAX_BUDGET:,} (default 64); L_0 adds 4 evaluations per image, and "
+        "an importance step with p >= 1/2 is evaluated whole instead (the count printed is the total)",
     )
     p.add_argument("--split", choices=("test", "train"), default="test", help="which split (default test)")
     p.add_argument("--data", default=None, metavar="digits|FILE", help="data (default: the checkpoint's)")

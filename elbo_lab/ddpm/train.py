@@ -16,7 +16,8 @@ captured for the simple term.  Every run logs to ``DIR/metrics.json``: L_simple 
 bound on the training batches (every ``log_every`` steps), and every ``eval_every`` steps the full bound of
 the EMA model on a held-out split of the training data (the engine's importance estimator with its pilot
 proposal -- the one sampled estimator whose 95% interval was measured to cover, benchmarks/bench_bound.py part
-(c) -- and a fixed seed, so successive evaluations share their ε draws), in bits/dim with its standard error.
+(c) -- and a fixed seed: evaluations share their ε at the same (image, step), but the steps drawn follow each
+checkpoint's proposal, so compare checkpoints within their standard errors), in bits/dim with its standard error.
 ``best.pt`` keeps the EMA weights with the lowest held-out bound (digits overfits: DESIGN.md).
 
 Randomness: a CPU generator (data order, steps), a device generator (noise), and the global RNG forked for
