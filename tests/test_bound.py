@@ -783,6 +783,14 @@ def test_cli_bound_ends_with_the_citation_line(tiny_ckpt, tmp_path, capsys):
     assert r["citation"]["stderr"] == pytest.approx(r["stderr_estimator"], rel=1e-12)
     assert r["version"] == __version__ and r["citation"]["git_commit"] == r["git_commit"]
     assert "it/s" not in captured.err and "eval/s" not in captured.err  # no bar off a terminal
+    # a group of steps no image drew has no estimate: null in the JSON and "—" in the table, never 0 ± 0
+    undrawn = [g for g in r["groups"] if g["steps_drawn"] == 0]
+    assert undrawn, "4 images x 6 steps leave some groups undrawn"
+    assert all(g["bits_per_dim"] is None and g["stderr"] is None for g in undrawn)
+    label = {g["t_from"]: g for g in undrawn}
+    lines = [ln for ln in captured.out.splitlines() if "not drawn by any image" in ln]
+    assert len(lines) == len(undrawn) and all("—" in ln and "0.00000" not in ln for ln in lines), lines
+    assert all(g["bits_per_dim"] is not None for g in r["groups"] if g["t_from"] not in label)
 
 
 def test_progress_bar_on_a_terminal_only(model, schedule, x0, monkeypatch, capsys):

@@ -228,9 +228,21 @@ def _main(args: argparse.Namespace, dist, device) -> int:
         err = math.sqrt(sum((se[k] if math.isfinite(se[k]) else 0.0) ** 2 for k in ks))
         label = f"L_{a - 1} (t = {a})" if a == b else f"t = {a}..{b}"
         partial = len(ks) < n_steps
+        drawn = len(ks) > 0  # a group no image drew has no estimate at all (not 0 ± 0)
         rows.append(
-            {"t_from": a, "t_to": b, "bits_per_dim": value, "stderr": err, "steps_drawn": len(ks), "partial": partial}
+            {
+                "t_from": a,
+                "t_to": b,
+                "bits_per_dim": value if drawn else None,
+                "stderr": err if drawn else None,
+                "steps_drawn": len(ks),
+                "partial": partial,
+            }
         )
+        if not drawn:
+            note = "  (not drawn by any image; use --estimator full)"
+            print(f"{label:<16}{'—':>12}{'—':>12}{note}")
+            continue
         note = f"  (partial: {len(ks)} of {n_steps} steps drawn; use --estimator full)" if partial else ""
         print(f"{label:<16}{value:>12.5f}{err:>12.5f}{note}")
     print(f"{'total':<16}{total:>12.5f}{se_img:>12.5f}   (stderr over images; estimator alone ± {se_est:.5f})")
