@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     settings = {"old (torch default, --threads 0)": 0, "new (--threads 1)": 1}
     rows = []
     print(f"{os.cpu_count()} CPUs; torch default = one thread per core; load at start {_load()}")
-    print(f"{'task':<26}{'setting':<34}{'wall s':>9}{'CPU s':>9}  load (1, 5, 15 min)")
+    print(f"{'task':<29}{'setting':<34}{'wall s':>9}{'CPU s':>9}  load (1, 5, 15 min)")
     for rep in range(args.repeats):
         for name, n in settings.items():
             out = tmp / f"s{rep}_{n}.png"
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
                 ]
             )
             rows.append({"task": "sample --n 16 (T = 1000)", "setting": name, "wall": w, "cpu": c, "load": _load()})
-            print(f"{rows[-1]['task']:<26}{name:<34}{w:>9.2f}{c:>9.2f}  {rows[-1]['load']}")
+            print(f"{rows[-1]['task']:<29}{name:<34}{w:>9.2f}{c:>9.2f}  {rows[-1]['load']}")
         for name, n in settings.items():
             _, _, so = _child([py, "-c", TRAIN_SNIPPET, str(n), str(tmp / f"t{rep}_{n}"), str(args.train_steps)])
             r = json.loads(so.strip().splitlines()[-1])
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
                     "load": _load(),
                 }
             )
-            print(f"{rows[-1]['task']:<26}{name:<34}{r['wall']:>9.3f}{r['cpu']:>9.3f}  {rows[-1]['load']}")
+            print(f"{rows[-1]['task']:<29}{name:<34}{r['wall']:>9.3f}{r['cpu']:>9.3f}  {rows[-1]['load']}")
     print()
     for task in dict.fromkeys(r["task"] for r in rows):
         med = {
