@@ -910,3 +910,29 @@ def test_citation_does_not_quote_an_undercovering_interval(model, schedule, esti
     assert c["ci95"] is None  # no interval in the JSON either
     trusted = variational_bound(model, schedule, x, estimator="importance", num_samples=6, levels=LEVELS, generator=2)
     assert "95% CI [" in citation_line(trusted) and citation(trusted)["ci95_trusted"] is True
+
+
+def test_quoted_coverage_is_the_measured_table():
+    """``elbo_lab.cite.COVERAGE_95`` (shown in the citation JSON and the convergence figure's labels) and the
+    coverage quoted in the guide are the min/max of the committed benchmark table (bench_bound.py part (c))."""
+    from pathlib import Path
+
+    from elbo_lab.cite import COVERAGE_95
+
+    root = Path(__file__).resolve().parents[1]
+    rows = [ln.split() for ln in (root / "benchmarks/results/bound_coverage.txt").read_text().splitlines()]
+    rows = [r for r in rows if len(r) >= 11 and r[0] in ("oracle", "ddpm")]
+    name = {"importance": "importance", "importance-strat": "importance (stratified)"}
+    seen: dict[str, list[tuple[float, float]]] = {}
+    for r in rows:  # model estimator M reps cov/img cov/mean ...
+        seen.setdefault(name.get(r[1], r[1]), []).append((float(r[4]), float(r[5])))
+    assert set(seen) == {k for k, v in COVERAGE_95.items() if v is not None}
+    assert all(len(v) == 6 for v in seen.values())  # 2 models x M = 8, 32, 128
+    for est, cov in seen.items():
+        means = [m for _, m in cov]
+        assert COVERAGE_95[est] == (min(means), max(means)), est
+    imp = [c for pair in seen["importance"] for c in pair]  # per image and for the mean
+    low = [c for e in ("uniform", "stratified") for pair in seen[e] for c in pair]
+    guide = (root / "docs/guide/08-beyond.md").read_text()
+    assert f"covered {min(low):.0%}–{max(low):.0%}".replace("%–", "–") in guide
+    assert f"importance sampling's {100 * min(imp):.1f}–{100 * max(imp):.1f}%" in guide

@@ -292,7 +292,13 @@ def _main(args: argparse.Namespace, dist, device) -> int:
                 "citation": cite,
                 "version": __version__,
                 "git_commit": cite["git_commit"],
-                "per_image": {"total": res.total.tolist(), "stderr": res.stderr.tolist()},  # bits/dim, split order
+                # bits/dim, split order; dof: each image's Welch–Satterthwaite degrees of freedom (a 95% interval is
+                # total ± t_dof·stderr; measured to cover for importance only, benchmarks/results/bound_coverage.txt)
+                "per_image": {
+                    "total": res.total.tolist(),
+                    "stderr": res.stderr.tolist(),
+                    "dof": [d if math.isfinite(d) else None for d in res.dof.tolist()] if res.dof is not None else None,
+                },
             },
         )
     return 0
