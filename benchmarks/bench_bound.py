@@ -99,8 +99,11 @@ def evals_to_match_full(oracle: GaussianData, schedule, n_full: int, n_sampled: 
         f"(exact expected bound {exact:.4f}; {time.perf_counter() - t0:.1f} s)"
     )
     proposal = estimate_proposal(model, schedule, oracle.sample(4, generator=g), generator=g, grid=64, **kw)
-    pilot = 4 * len(pilot_steps(T, 64))
-    print(f"  importance proposal from a pilot of 4 images x {pilot // 4} steps ({pilot} evals, reusable across runs)")
+    pilot = 4 * len(pilot_steps(T, 64)) * 4
+    print(
+        f"  importance proposal from a pilot of 4 images x {pilot // 16} steps x 4 ε draws ({pilot} evals, reusable "
+        "across runs)"
+    )
     header = ("estimator", "M", "std/image", "mean", "z vs exact", "evals", "ratio")
     print("  " + " ".join(f"{h:>{w}s}" for h, w in zip(header, (10, 3, 10, 10, 10, 9, 7))))
     for estimator in ("uniform", "stratified", "importance"):

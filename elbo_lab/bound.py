@@ -748,11 +748,16 @@ def estimate_proposal(
     model_dtype=None,
     chunk_size: int = DEFAULT_CHUNK,
     image_ids=None,
+    draws: int = 4,
 ) -> torch.Tensor:
     """Importance proposal p_k ∝ √(mean over pilot images of L_k²) (the loss-aware sampler of Nichol & Dhariwal
     2021, used here for evaluation), mixed with the uniform law: p = (1 − mix)·p_pilot + mix/T, (T,) float64
-    summing to 1, index k = t − 1.  The pilot evaluates one-sample L_k on the steps of :func:`pilot_steps`
-    (``grid``; all T if None) for every pilot image -- N_pilot·len(steps) network evaluations -- and interpolates
+    summing to 1, index k = t − 1.  The pilot evaluates L_k with ``draws`` ε draws on the steps of
+    :func:`pilot_steps` (``grid``; all T if None) for every pilot image -- N_pilot·len(steps)·draws network
+    evaluations (4 images x 53 steps x 4 draws = 848 at T = 1000).  Four draws, not one: at small t a
+    discrete-data model's terms are ~0 with rare large values, and √E[L_k²] from 4 images x 1 draw missed them (a
+    learned-variance digits DDPM got p_5·T = 0.16 for a term holding 3.6× its share; the mean's 95% interval then
+    covered 92% at M = 128, with mean z −0.29 from rare large weights; with 4 draws 96.5%, z −0.02).  It interpolates
     √E[L_k²] *geometrically* in between (linearly in log √E[L_k²]; a grid value of 0 counts as 1e-300): the
     terms fall by ~4 orders of magnitude over k, and linear interpolation between two grid points a decade
     apart puts up to ~10× too much mass on the steps next to the smaller one.  ``mix`` > 0 keeps every weight
@@ -764,6 +769,8 @@ def estimate_proposal(
     """
     if not 0 < mix <= 1:
         raise ValueError(f"mix must lie in (0, 1], got {mix!r}")
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+        raise ValueError(f"draws must be an int >= 1, got {draws!r}")
     spec = _resolve_spec(model, variance, decoder, levels)
     _validate_data(x0_pilot, spec.decoder, spec.levels)
     s = schedule.to(x0_pilot.device)
@@ -771,7 +778,8 @@ def estimate_proposal(
     steps = pilot_steps(s.T, grid)  # (G,)
     P, G = x0_pilot.shape[0], steps.shape[0]
     ids = _image_ids(image_ids, P)
-    rows, k = torch.arange(P).repeat_interleave(G), steps.repeat(P)
+    R = draws  # (image, step, draw) triples, image-major
+    rows, k = torch.arange(P).repeat_interleave(G * R), steps.repeat_interleave(R).repeat(P)
     kw = dict(model=spec, form=form, model_dtype=model_dtype or x0_pilot.dtype)
     with torch.no_grad():
         values = _evaluate(
@@ -781,13 +789,13 @@ def estimate_proposal(
             rows,
             ids,
             k,
-            torch.zeros_like(k),
+            torch.arange(R).repeat(P * G),
             seed,
             STREAM_PILOT,
             chunk_size,
             kw,
-        ).reshape(P, G)
-    rms = values.pow(2).mean(0).sqrt().cpu().numpy()  # (G,)
+        ).reshape(P, G, R)
+    rms = values.pow(2).mean((0, 2)).sqrt().cpu().numpy()  # (G,)
     log_rms = np.log(np.maximum(rms, 1e-300))  # geometric interpolation between grid steps
     rms = torch.from_numpy(np.exp(np.interp(np.arange(s.T), steps.numpy(), log_rms))).to(x0_pilot.device)  # (T,)
     q = rms / rms.sum() if float(rms.sum()) > 0 else torch.full_like(rms, 1.0 / s.T)
@@ -810,6 +818,7 @@ def variational_bound(
     proposal=None,
     pilot_images: int = 4,
     pilot_grid: int | None = 64,
+    pilot_draws: int = 4,
     chunk_size: int = DEFAULT_CHUNK,
     form: str = "kl",
     model_dtype=None,
@@ -836,7 +845,8 @@ def variational_bound(
     4, each an evaluation) and sample only k ≥ 1; False: sample all k = 0..T−1.  ``stratified_importance``:
     importance with stratified inverse-CDF draws (even M; see the module docstring); default i.i.d. draws.
     ``proposal`` (T,) for "importance" (entries k < 1 ignored with ``exact_decoder``), else estimated from the
-    first ``pilot_images`` images on ``pilot_grid`` steps (:func:`estimate_proposal`; counted in ``n_evals``).
+    first ``pilot_images`` images on ``pilot_grid`` steps with ``pilot_draws`` ε draws each
+    (:func:`estimate_proposal`; counted in ``n_evals``).
 
     Randomness: ``generator`` is an int seed (None: 0; a torch.Generator: one seed drawn from it).  Every ε and
     every step choice is keyed by (seed, image id, step, draw) -- ``image_ids`` (N,) are the images' indices in
@@ -924,9 +934,10 @@ def variational_bound(
                 generator=seed,
                 chunk_size=chunk_size,
                 image_ids=ids[:n_p],
+                draws=pilot_draws,
                 **kw,
             )
-            n_pilot = n_p * len(pilot_steps(T, pilot_grid))
+            n_pilot = n_p * len(pilot_steps(T, pilot_grid)) * pilot_draws
         given = _check_proposal(proposal, T, lo).to(x0.device)  # what the result reports (reusable as proposal=)
         proposal, take_all = _take_all_steps(given)
     else:

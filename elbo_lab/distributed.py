@@ -175,6 +175,7 @@ def sharded_bound(dist: Dist, eps_model, schedule, x0: torch.Tensor, **kw):
         defaults = inspect.signature(variational_bound).parameters
         n_p = max(1, min(kw.get("pilot_images", defaults["pilot_images"].default), N))
         grid = kw.get("pilot_grid", defaults["pilot_grid"].default)
+        pdraws = kw.get("pilot_draws", defaults["pilot_draws"].default)
         proposal = None
         if dist.is_main:
             pk = {name: kw[name] for name in ("model", "variance", "decoder", "levels", "form") if name in kw}
@@ -187,10 +188,11 @@ def sharded_bound(dist: Dist, eps_model, schedule, x0: torch.Tensor, **kw):
                 chunk_size=kw.get("chunk_size", defaults["chunk_size"].default),
                 image_ids=torch.arange(n_p),
                 model_dtype=kw.get("model_dtype") or x0.dtype,
+                draws=pdraws,
                 **pk,
             ).cpu()
         kw = {**kw, "proposal": dist.broadcast(proposal).to(x0.device)}
-        n_pilot = n_p * len(pilot_steps(schedule.T, grid))
+        n_pilot = n_p * len(pilot_steps(schedule.T, grid)) * pdraws
     start, stop = shard_range(N, dist.rank, dist.world)
     local = None
     if stop > start:

@@ -359,7 +359,8 @@ def test_importance_proposal_pilot_and_given(model, schedule, x0):
     r2 = variational_bound(model, schedule, x0, estimator="importance", decoder="gaussian", pilot_images=2)
     p1 = estimate_proposal(model, schedule, x0[:2], decoder="gaussian", grid=64)[1:]
     R1 = max(4, math.ceil(32 * (p1[0] / p1.sum()).item()))  # the take-all step keeps its expected 32·p_1 draws
-    assert r2.take_all == [1] and r2.n_pilot_evals == 2 * T and r2.n_evals == 3 * 32 + 2 * T + 12 + 3 * R1
+    assert r2.take_all == [1] and r2.n_pilot_evals == 2 * T * 4  # 2 pilot images x T steps x 4 ε draws
+    assert r2.n_evals == 3 * 32 + 2 * T * 4 + 12 + 3 * R1
 
 
 def test_pilot_grid():
@@ -372,7 +373,7 @@ def test_pilot_grid():
 def test_proposal_on_a_grid_costs_and_interpolates(schedule, x0):
     m = AffineEps(schedule)
     p = estimate_proposal(m, schedule, x0, grid=6, decoder="gaussian", generator=1)
-    assert sum(m.batches) == x0.shape[0] * len(pilot_steps(T, 6)) and p.shape == (T,)
+    assert sum(m.batches) == x0.shape[0] * len(pilot_steps(T, 6)) * 4 and p.shape == (T,)  # 4 ε draws per step
     assert abs(p.sum().item() - 1) < 1e-12 and bool((p > 0).all())
 
 
