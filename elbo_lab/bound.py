@@ -60,12 +60,12 @@ Estimators of Σ_k L_k (L_T is always exact, no network):
     rest (:func:`_take_all_steps`).  ``stratified_importance=True`` (even M): k = F_p⁻¹(u) with u stratified into
     S = M/2 equal intervals of [0, 1), two draws in each; estimate Σ_s (1/S)(L_a/p_a + L_b/p_b)/2, variance estimate
     Σ_s (1/S²)(L_a/p_a − L_b/p_b)²/4 (unbiased) -- a smaller variance at large M, but S one-degree-of-freedom
-    variance estimates whose Student-t interval over-covers at small M (97–99% at M = 8), so it is not the
+    variance estimates whose Student-t interval over-covers (95.5–98.5% for the mean), so it is not the
     default.  Coverage of every interval: benchmarks/bench_bound.py part (c).
 
 All sampled estimators are unbiased for E_ε[Σ_k L_k]; their stderr is an unbiased variance estimate covering both
-the step and the ε noise.  Only ``importance``'s 95% interval is measured to cover (94.5–97.5% per image and for the
-mean, M = 8..128, on the Gaussian oracle and a trained digits DDPM).  ``uniform`` and ``stratified`` (equal-width
+the step and the ε noise.  Only ``importance``'s 95% interval is measured to cover (93.5–96.5% per image and for the
+mean, M = 8..128, on the Gaussian oracle and two trained digits DDPMs).  ``uniform`` and ``stratified`` (equal-width
 strata) cannot give an honest interval from their own draws at these M: the steps that hold half the bound
 (k ≲ 30, and the last step of a cosine schedule) are drawn so rarely that most runs never see them, and then
 both the estimate and its stderr are too small together (measured coverage 42–89%).
