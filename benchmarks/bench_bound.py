@@ -47,7 +47,7 @@ import time
 import torch
 from scipy.stats import t as student_t
 
-from elbo_lab.bound import estimate_proposal, pilot_steps, variational_bound
+from elbo_lab.bound import pilot_proposal, pilot_steps, variational_bound
 from elbo_lab.data import load_digits
 from elbo_lab.diffusion import q_sample
 from elbo_lab.nets import UNetConfig, UNetEps
@@ -85,6 +85,13 @@ def overhead(model, x0, schedule, chunk, repeats, **kw) -> tuple[float, float, f
     return statistics.median(ratios), statistics.median(bare), statistics.median(full)
 
 
+def _evals_needed(r, se_full: float) -> tuple[float, float]:
+    """(per-image variance V of the sampled estimate, evaluations it needs for full's s.e. of the mean): N' =
+    V / se_full² images at (evaluations per image, pilot excluded) each."""
+    var = float(r.total.var())
+    return var, var / se_full**2 * (r.n_evals - r.n_pilot_evals) / r.N
+
+
 def evals_to_match_full(oracle: GaussianData, schedule, n_full: int, n_sampled: int, seed: int = 0) -> None:
     model = oracle.optimal_eps(schedule)
     T = schedule.T
@@ -98,11 +105,10 @@ def evals_to_match_full(oracle: GaussianData, schedule, n_full: int, n_sampled: 
         f"  full: N = {n_full}, {full.n_evals} evals, mean {full.mean():.4f} ± {se_full:.4f} nats "
         f"(exact expected bound {exact:.4f}; {time.perf_counter() - t0:.1f} s)"
     )
-    proposal = estimate_proposal(model, schedule, oracle.sample(4, generator=g), generator=g, grid=64, **kw)
-    pilot = 4 * len(pilot_steps(T, 64)) * 4
+    proposal, pilot = pilot_proposal(model, schedule, oracle.sample(4, generator=g), generator=g, **kw)
     print(
-        f"  importance proposal from a pilot of 4 images x {pilot // 16} steps x 4 ε draws ({pilot} evals, reusable "
-        "across runs)"
+        f"  importance proposal from a pilot of 4 images x {len(pilot_steps(T, 64))} steps x 4 ε draws ({pilot} evals, "
+        "reusable across runs)"
     )
     header = ("estimator", "M", "std/image", "mean", "z vs exact", "evals", "ratio")
     print("  " + " ".join(f"{h:>{w}s}" for h, w in zip(header, (10, 3, 10, 10, 10, 9, 7))))
@@ -112,9 +118,7 @@ def evals_to_match_full(oracle: GaussianData, schedule, n_full: int, n_sampled: 
             r = variational_bound(
                 model, schedule, x, estimator=estimator, num_samples=M, proposal=proposal, generator=g, **kw
             )
-            var = float(r.total.var())
-            per_image = (r.n_evals - r.n_pilot_evals) / n_sampled  # M sampled steps + the decoder draws
-            needed = var / se_full**2 * per_image
+            var, needed = _evals_needed(r, se_full)
             z = (r.mean() - exact) / r.mean_stderr()
             print(
                 f"  {estimator:>10s} {M:3d} {var**0.5:10.4f} {r.mean():10.4f} {z:10.2f} {needed:9.0f} "
@@ -145,8 +149,7 @@ def ddpm_evals_to_match_full(args) -> None:
     )
     for M in (2, 4, 8, 16):
         r = variational_bound(m, m.schedule, test, estimator="importance", num_samples=M, generator=1, **kw)
-        var = float(r.total.var())
-        needed = var / se_full**2 * (r.n_evals - r.n_pilot_evals) / r.N
+        var, needed = _evals_needed(r, se_full)
         print(
             f"  {'importance':>10s} {M:3d} {var**0.5:10.4f} {r.mean():10.4f} {needed:9.0f} "
             f"{full.n_evals / needed:6.1f}x  "

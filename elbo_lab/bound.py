@@ -97,6 +97,7 @@ __all__ = [
     "keyed_noise",
     "l_simple",
     "noise_seeds",
+    "pilot_proposal",
     "pilot_steps",
     "prior_term",
     "simple_term",
@@ -802,6 +803,40 @@ def estimate_proposal(
     return (1.0 - mix) * q + mix / s.T
 
 
+def pilot_proposal(
+    eps_model: Callable,
+    schedule: NoiseSchedule,
+    x0: torch.Tensor,
+    *,
+    pilot_images: int = 4,
+    grid: int | None = 64,
+    draws: int = 4,
+    generator=None,
+    image_ids=None,
+    chunk_size: int = DEFAULT_CHUNK,
+    **model_kw,
+) -> tuple[torch.Tensor, int]:
+    """(proposal, its cost in network evaluations): the pilot :func:`variational_bound` runs when it is given no
+    proposal -- :func:`estimate_proposal` on the first ``pilot_images`` images of ``x0`` (ids from ``image_ids``,
+    default 0..N−1), ``grid`` steps and ``draws`` ε draws each.  One place for it, so a sharded run
+    (:func:`elbo_lab.distributed.sharded_bound`) pays and counts the same pilot as one process.  ``model_kw``: the
+    model being bounded (``model`` or ``variance``/``decoder``/``levels``), ``form``, ``model_dtype``."""
+    n_p = max(1, min(pilot_images, x0.shape[0]))
+    ids = _image_ids(image_ids, x0.shape[0])[:n_p]
+    p = estimate_proposal(
+        eps_model,
+        schedule,
+        x0[:n_p],
+        grid=grid,
+        draws=draws,
+        generator=generator,
+        chunk_size=chunk_size,
+        image_ids=ids,
+        **model_kw,
+    )
+    return p, n_p * len(pilot_steps(schedule.T, grid)) * draws
+
+
 @torch.no_grad()
 def variational_bound(
     eps_model: Callable,
@@ -925,19 +960,18 @@ def variational_bound(
     n_pilot = 0
     if estimator == "importance":
         if proposal is None:
-            n_p = max(1, min(pilot_images, N))
-            proposal = estimate_proposal(
+            proposal, n_pilot = pilot_proposal(
                 eps_model,
                 schedule,
-                x0[:n_p],
+                x0,
+                pilot_images=pilot_images,
                 grid=pilot_grid,
-                generator=seed,
-                chunk_size=chunk_size,
-                image_ids=ids[:n_p],
                 draws=pilot_draws,
+                generator=seed,
+                image_ids=ids,
+                chunk_size=chunk_size,
                 **kw,
             )
-            n_pilot = n_p * len(pilot_steps(T, pilot_grid)) * pilot_draws
         given = _check_proposal(proposal, T, lo).to(x0.device)  # what the result reports (reusable as proposal=)
         proposal, take_all = _take_all_steps(given)
     else:

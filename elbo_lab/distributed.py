@@ -161,7 +161,7 @@ def sharded_bound(dist: Dist, eps_model, schedule, x0: torch.Tensor, **kw):
     import inspect
     from dataclasses import fields
 
-    from .bound import BoundResult, estimate_proposal, pilot_steps, variational_bound
+    from .bound import BoundResult, pilot_proposal, variational_bound
 
     if not dist.enabled:
         return variational_bound(eps_model, schedule, x0, **kw)
@@ -173,26 +173,23 @@ def sharded_bound(dist: Dist, eps_model, schedule, x0: torch.Tensor, **kw):
     n_pilot = 0
     if kw.get("estimator") == "importance" and kw.get("proposal") is None:
         defaults = inspect.signature(variational_bound).parameters
-        n_p = max(1, min(kw.get("pilot_images", defaults["pilot_images"].default), N))
-        grid = kw.get("pilot_grid", defaults["pilot_grid"].default)
-        pdraws = kw.get("pilot_draws", defaults["pilot_draws"].default)
         proposal = None
-        if dist.is_main:
+        if dist.is_main:  # the same pilot one process runs (bound.pilot_proposal), on rank 0 only, then broadcast
             pk = {name: kw[name] for name in ("model", "variance", "decoder", "levels", "form") if name in kw}
-            proposal = estimate_proposal(
+            proposal, n_pilot = pilot_proposal(
                 eps_model,
                 schedule,
-                x0[:n_p],
-                grid=grid,
+                x0,
+                pilot_images=kw.get("pilot_images", defaults["pilot_images"].default),
+                grid=kw.get("pilot_grid", defaults["pilot_grid"].default),
+                draws=kw.get("pilot_draws", defaults["pilot_draws"].default),
                 generator=kw.get("generator"),
                 chunk_size=kw.get("chunk_size", defaults["chunk_size"].default),
-                image_ids=torch.arange(n_p),
                 model_dtype=kw.get("model_dtype") or x0.dtype,
-                draws=pdraws,
                 **pk,
-            ).cpu()
+            )
+            proposal = proposal.cpu()
         kw = {**kw, "proposal": dist.broadcast(proposal).to(x0.device)}
-        n_pilot = n_p * len(pilot_steps(schedule.T, grid)) * pdraws
     start, stop = shard_range(N, dist.rank, dist.world)
     local = None
     if stop > start:
