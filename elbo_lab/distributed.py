@@ -87,12 +87,18 @@ class Dist:
 
             dist.barrier(group=self._cpu_group)
 
-    def close(self) -> None:
+    def close(self, sync: bool = True) -> None:
+        """Leave the job.  ``sync`` (after a normal end): wait for every rank first -- rank 0 still writes the
+        checkpoint, JSON or report after the others are done, and a rank that destroyed the process group under it
+        once aborted at exit ("terminate called without an active exception", a loaded CI run).  After an error
+        (``sync=False``) no rank waits for the others."""
         global _CURRENT
         if self.enabled:
             import torch.distributed as dist
 
             if dist.is_initialized():
+                if sync:
+                    dist.barrier(group=self._cpu_group)
                 dist.destroy_process_group()
             _CURRENT = None
 

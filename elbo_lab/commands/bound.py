@@ -130,9 +130,12 @@ def main(args: argparse.Namespace) -> int:
 
     dist, device_spec = setup(args.device)  # torchrun: images sharded across the ranks, gathered on rank 0
     try:
-        return _main(args, dist, resolve_device(device_spec))
-    finally:
-        dist.close()
+        code = _main(args, dist, resolve_device(device_spec))
+    except BaseException:
+        dist.close(sync=False)
+        raise
+    dist.close()
+    return code
 
 
 def _main(args: argparse.Namespace, dist, device) -> int:

@@ -186,8 +186,10 @@ def main(args: argparse.Namespace) -> int:
     dist, _ = setup(cfg.device)  # torchrun: join the job (rank r on cuda:LOCAL_RANK or the CPU)
     try:
         summary = train(cfg, out, resume=args.resume, progress=not args.no_progress, dist=dist)
-    finally:
-        dist.close()
+    except BaseException:
+        dist.close(sync=False)
+        raise
+    dist.close()
     if not dist.is_main:
         return 0
     best = summary["best"]
